@@ -1,0 +1,200 @@
+"""The five stateless graphs the serving engine runs, as torch modules ready for `ov.convert_model`.
+
+All memory-bank logic (which memories and pointers a frame attends to, their
+temporal encodings, mask selection, no-object handling) stays on the serving
+side in numpy; these graphs only hold the learned compute. Shapes use
+S = model input side (e.g. 1024), h = w = S/16, B = number of objects.
+
+| graph | inputs | outputs |
+|---|---|---|
+| image_encoder | image [1,3,S,S] | hr0 [1,32,S/4,S/4], hr1 [1,64,S/8,S/8], feat [1,256,h,w] |
+| prompt_decoder | image_embed [B,256,h,w], hr0, hr1 (batch 1 or B), point_coords [B,N,2], point_labels [B,N] int32, mask_input [B,1,4h,4w], has_mask_input [B] | low_res_masks [B,4,4h,4w], iou_scores [B,4], obj_ptrs [B,4,256], object_score_logits [B,1] |
+| memory_encoder | pix_feat [1 or B,256,h,w], mask_logits [B,1,4h,4w], binarize [B], object_score_logits [B,1] | maskmem_features [B,64,h,w] |
+| memory_attention | curr [B,hw,256], mem [B,n*hw,64], mem_pos [B,n*hw,64], ptr [B,p,64], ptr_pos [B,p,64] | conditioned [B,256,h,w] |
+| mask_prompt | mask [1,1,H,W] (0/1, any size) | low_res_logits [1,1,4h,4w], mask_for_decoder [1,1,4h,4w] |
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class ImageEncoderGraph(nn.Module):
+    """Hiera trunk + FPN neck + the decoder's conv_s0/conv_s1 (as `SAM2Base.forward_image`).
+
+    image: [1,3,S,S] float32, RGB resized to S x S, scaled to [0,1] then ImageNet-normalised.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image):
+        fpn = self.model.forward_image(image)["backbone_fpn"]
+        return fpn[0], fpn[1], fpn[2]
+
+
+class PromptDecoderGraph(nn.Module):
+    """Prompt encoder + mask decoder + object-pointer head, with every output token kept.
+
+    point_coords are in model-input pixels (0..S), point_labels are 1 positive,
+    0 negative, 2/3 box corners, -1 padding. `has_mask_input` (1.0 or 0.0 per
+    object) chooses between the dense embedding of `mask_input` (low-res mask
+    logits) and the learned no-mask embedding, so one graph serves both cases.
+    Mask selection (single vs multi, stability fallback) happens outside.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image_embed, hr0, hr1, point_coords, point_labels, mask_input, has_mask_input):
+        pe = self.model.sam_prompt_encoder
+        sparse = pe._embed_points(point_coords, point_labels, pad=True)
+        dense_mask = pe._embed_masks(mask_input)
+        no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        has = has_mask_input.reshape(-1, 1, 1, 1)
+        dense = has * dense_mask + (1.0 - has) * no_mask
+        masks, iou, tokens, score = self.model.sam_mask_decoder.predict_masks(
+            image_embeddings=image_embed,
+            image_pe=pe.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            repeat_image=False,
+            high_res_features=[hr0, hr1],
+        )
+        return masks, iou, self.model.obj_ptr_proj(tokens), score
+
+
+class MemoryEncoderGraph(nn.Module):
+    """Memory encoder fed with low-res mask logits, as `SAM2Base._encode_new_memory` sees them.
+
+    The logits are upsampled to S x S (bilinear), then binarised (`binarize`=1,
+    frames with user prompts) or passed through a sigmoid, scaled and biased as
+    the config says. Objects judged absent (`object_score_logits` <= 0) get the
+    SAM 2.1 no-object spatial embedding.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.image_size = model.image_size
+
+    def forward(self, pix_feat, mask_logits, binarize, object_score_logits):
+        m = self.model
+        hr = F.interpolate(mask_logits, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        b = binarize.reshape(-1, 1, 1, 1)
+        mask = b * (hr > 0).float() + (1.0 - b) * torch.sigmoid(hr)
+        if m.sigmoid_scale_for_mem_enc != 1.0:
+            mask = mask * m.sigmoid_scale_for_mem_enc
+        if m.sigmoid_bias_for_mem_enc != 0.0:
+            mask = mask + m.sigmoid_bias_for_mem_enc
+        feats = m.memory_encoder(pix_feat, mask, skip_mask_sigmoid=True)["vision_features"]
+        if m.no_obj_embed_spatial is not None:
+            absent = 1.0 - (object_score_logits > 0).float()
+            feats = feats + absent[..., None, None] * m.no_obj_embed_spatial[..., None, None]
+        return feats
+
+
+def rope_cos_sin(attn, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real and imaginary parts of sam2's axial RoPE table for a grid x grid feature map: [grid*grid, D/2] each."""
+    cis = attn.compute_cis(end_x=grid, end_y=grid)
+    return cis.real.float().contiguous(), cis.imag.float().contiguous()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs (x[2i], x[2i+1]) of x [B, heads, r*L, D] by a table of L positions.
+
+    Same arithmetic as sam2's complex `apply_rotary_enc`, written with real
+    numbers so it converts; r (how many times the table repeats, i.e. the
+    number of memory frames) stays a dynamic dimension.
+    """
+    b, heads, n, d = x.shape
+    xr = x.reshape(b, heads, -1, cos.shape[0], d // 2, 2)
+    re, im = xr[..., 0], xr[..., 1]
+    out = torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1)
+    return out.reshape(b, heads, n, d)
+
+
+class MemoryAttentionGraph(nn.Module):
+    """sam2's MemoryAttention with real-valued RoPE and separate spatial / pointer memories.
+
+    curr: [B,hw,256] current frame feature (identical rows per object are fine);
+    mem/mem_pos: [B, n*hw, 64] spatial memories of n frames and their spatial +
+    temporal encodings; ptr/ptr_pos: [B, p, 64] object-pointer tokens (p may be
+    0) and their encodings. The frame's own position encoding is a constant.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.ma = model.memory_attention
+        self.grid = model.image_size // model.backbone_stride
+        pos = model.image_encoder.neck.position_encoding(torch.zeros(1, model.hidden_dim, self.grid, self.grid))
+        self.register_buffer("curr_pos", pos.flatten(2).transpose(1, 2).contiguous(), persistent=False)
+        cos, sin = rope_cos_sin(self.ma.layers[0].self_attn, self.grid)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    @staticmethod
+    def _heads(x, n):
+        b, t, c = x.shape
+        return x.reshape(b, t, n, c // n).transpose(1, 2)
+
+    @staticmethod
+    def _merge(x):
+        b, n, t, c = x.shape
+        return x.transpose(1, 2).reshape(b, t, n * c)
+
+    def forward(self, curr, mem, mem_pos, ptr, ptr_pos):
+        ma = self.ma
+        qpos = self.curr_pos
+        out = curr + 0.1 * qpos if ma.pos_enc_at_input else curr
+        for layer in ma.layers:
+            # self-attention, RoPE on queries and keys
+            t = layer.norm1(out)
+            qk = t + qpos if layer.pos_enc_at_attn else t
+            sa = layer.self_attn
+            q = apply_rope(self._heads(sa.q_proj(qk), sa.num_heads), self.cos, self.sin)
+            k = apply_rope(self._heads(sa.k_proj(qk), sa.num_heads), self.cos, self.sin)
+            v = self._heads(sa.v_proj(t), sa.num_heads)
+            out = out + sa.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
+            # cross-attention to memories; RoPE on queries and spatial keys, not on pointer tokens
+            t = layer.norm2(out)
+            ca = layer.cross_attn_image
+            q_in = t + qpos if layer.pos_enc_at_cross_attn_queries else t
+            km = mem + mem_pos if layer.pos_enc_at_cross_attn_keys else mem
+            kp = ptr + ptr_pos if layer.pos_enc_at_cross_attn_keys else ptr
+            q = apply_rope(self._heads(ca.q_proj(q_in), ca.num_heads), self.cos, self.sin)
+            k = torch.cat([apply_rope(self._heads(ca.k_proj(km), ca.num_heads), self.cos, self.sin),
+                           self._heads(ca.k_proj(kp), ca.num_heads)], dim=2)
+            v = torch.cat([self._heads(ca.v_proj(mem), ca.num_heads), self._heads(ca.v_proj(ptr), ca.num_heads)], dim=2)
+            out = out + ca.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
+            # feed-forward
+            t = layer.norm3(out)
+            out = out + layer.linear2(layer.activation(layer.linear1(t)))
+        out = ma.norm(out)
+        b = out.shape[0]
+        return out.transpose(1, 2).reshape(b, -1, self.grid, self.grid)
+
+
+class MaskPromptGraph(nn.Module):
+    """A user mask at any resolution -> what `add_new_mask` + `_use_mask_as_output` derive from it.
+
+    mask: [1,1,H,W] 0/1. It is resized to S x S (bilinear, antialiased) and
+    thresholded at 0.5 exactly as `add_new_mask` does; outputs the low-res
+    logits SAM 2 stores for the frame (mask*20-10, downsampled) and the
+    `mask_downsample` conv output the decoder needs to produce the object pointer.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.image_size = model.image_size
+
+    def forward(self, mask):
+        s = self.image_size
+        m = F.interpolate(mask, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        m = (m >= 0.5).float()
+        low = F.interpolate(m * 20.0 - 10.0, size=(s // 4, s // 4), mode="bilinear", align_corners=False, antialias=True)
+        return low, self.model.mask_downsample(m)
