@@ -4,5 +4,5 @@
 set -euo pipefail
 PIP=${PIP:-pip}
 here=$(cd "$(dirname "$0")/.." && pwd)
-$PIP install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL" --extra-index-url https://pypi.org/simple} -r "$here/requirements-export.txt"
-SAM2_BUILD_CUDA=0 $PIP install --no-build-isolation --no-deps sam2==1.1.0
+$PIP install -q ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL" --extra-index-url https://pypi.org/simple} -r "$here/requirements-export.txt"
+SAM2_BUILD_CUDA=0 $PIP install -q --no-build-isolation --no-deps sam2==1.1.0
