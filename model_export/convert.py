@@ -79,7 +79,7 @@ def graph_specs() -> list[GraphSpec]:
             lambda s: [[-1, (s // 16) ** 2, 256], [-1, -1, 64], [-1, -1, 64], [-1, -1, 64], [-1, -1, 64]],
         ),
         GraphSpec(
-            "mask_prompt", graphs.MaskPromptGraph, ("mask",), ("low_res_logits", "mask_for_decoder"),
+            "mask_prompt", graphs.MaskPromptGraph, ("mask",), ("low_res_logits", "mask_for_decoder", "mask_pixels"),
             lambda s, g: {"mask": (torch.rand(1, 1, 120, 200, generator=g) > 0.5).float()},
             lambda s: [[1, 1, -1, -1]],
         ),

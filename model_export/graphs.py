@@ -11,7 +11,7 @@ S = model input side (e.g. 1024), h = w = S/16, B = number of objects.
 | prompt_decoder | image_embed [B,256,h,w], hr0, hr1 (batch 1 or B), point_coords [B,N,2], point_labels [B,N] int32, mask_input [B,1,4h,4w], has_mask_input [B] | low_res_masks [B,4,4h,4w], iou_scores [B,4], obj_ptrs [B,4,256], object_score_logits [B,1] |
 | memory_encoder | pix_feat [1 or B,256,h,w], mask_logits [B,1,4h,4w], binarize [B], object_score_logits [B,1] | maskmem_features [B,64,h,w] |
 | memory_attention | curr [B,hw,256], mem [B,n*hw,64], mem_pos [B,n*hw,64], ptr [B,p,64], ptr_pos [B,p,64] | conditioned [B,256,h,w] |
-| mask_prompt | mask [1,1,H,W] (0/1, any size) | low_res_logits [1,1,4h,4w], mask_for_decoder [1,1,4h,4w] |
+| mask_prompt | mask [1,1,H,W] (0/1, any size) | low_res_logits [1,1,4h,4w], mask_for_decoder [1,1,4h,4w], mask_pixels [1] |
 """
 from __future__ import annotations
 
@@ -183,8 +183,9 @@ class MaskPromptGraph(nn.Module):
 
     mask: [1,1,H,W] 0/1. It is resized to S x S (bilinear, antialiased) and
     thresholded at 0.5 exactly as `add_new_mask` does; outputs the low-res
-    logits SAM 2 stores for the frame (mask*20-10, downsampled) and the
-    `mask_downsample` conv output the decoder needs to produce the object pointer.
+    logits SAM 2 stores for the frame (mask*20-10, downsampled), the
+    `mask_downsample` conv output the decoder needs to produce the object
+    pointer, and how many pixels of the S x S mask are set (0 = object absent).
     """
 
     def __init__(self, model):
@@ -197,4 +198,4 @@ class MaskPromptGraph(nn.Module):
         m = F.interpolate(mask, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
         m = (m >= 0.5).float()
         low = F.interpolate(m * 20.0 - 10.0, size=(s // 4, s // 4), mode="bilinear", align_corners=False, antialias=True)
-        return low, self.model.mask_downsample(m)
+        return low, self.model.mask_downsample(m), m.sum().reshape(1)

@@ -128,7 +128,8 @@ class Oracle:
         feat = torch.zeros(1, self.m.hidden_dim, g, g)
         hr = [torch.zeros(1, 32, 4 * g, 4 * g), torch.zeros(1, 64, 2 * g, 2 * g)]
         low = self.m._use_mask_as_output(feat, hr, m)[0]
-        return {"low_res_logits": low.numpy(), "mask_for_decoder": self.m.mask_downsample(m).numpy()}
+        return {"low_res_logits": low.numpy(), "mask_for_decoder": self.m.mask_downsample(m).numpy(),
+                "mask_pixels": m.flatten(1).sum(1).numpy()}
 
 
 def random_inputs(graph: str, s: int, seed: int, n_mem: int = 2, n_ptr: int = 8) -> dict[str, np.ndarray]:

@@ -1,0 +1,178 @@
+"""Frame sources (a video file or a list of image files) decoded on demand, and SAM 2 preprocessing.
+
+Frames are 0-based indices; pixels are RGB uint8 [H, W, 3] at the video's own
+resolution. Nothing holds the whole video in memory: a video file keeps one
+decoder open and a small cache of recently decoded frames.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+
+class FrameError(ValueError):
+    """A frame index is out of range, or the media cannot be decoded."""
+
+
+class FrameSource(Protocol):
+    key: str          # identity of the pixels (path + size + mtime): a cache key
+    num_frames: int
+    width: int
+    height: int
+
+    def read(self, index: int) -> np.ndarray: ...  # RGB uint8 [H, W, 3]
+
+
+def _file_key(paths: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:24]
+
+
+def check_index(index: int, num_frames: int) -> int:
+    if not 0 <= index < num_frames:
+        raise FrameError(f"frame {index} is out of range: the video has {num_frames} frames (0-{num_frames - 1})")
+    return index
+
+
+class ImageSequenceSource:
+    """Frames stored as image files (e.g. the JPEGs of a Label Studio frames task), in list order."""
+
+    def __init__(self, paths: Sequence[str | Path]):
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise FrameError("the frame list is empty")
+        self.num_frames = len(self.paths)
+        self.width, self.height = self._open(0).size
+        self.key = "img:" + _file_key(self.paths)
+
+    def _open(self, index: int) -> Image.Image:
+        try:
+            img = Image.open(self.paths[index])
+            img.load()
+        except (OSError, ValueError) as e:
+            raise FrameError(f"frame {index} ({self.paths[index].name}) is not a readable image: {e}") from None
+        return img
+
+    def read(self, index: int) -> np.ndarray:
+        img = self._open(check_index(index, self.num_frames))
+        if img.size != (self.width, self.height):
+            raise FrameError(f"frame {index} is {img.size[0]}x{img.size[1]} but frame 0 is {self.width}x{self.height}; "
+                             f"all frames of a task must have one size")
+        return np.asarray(img.convert("RGB"))
+
+
+class VideoFileSource:
+    """A video file decoded with OpenCV.
+
+    The frame count comes from decoding (container headers can be wrong);
+    sequential reads cost one decode each, and a backward or far jump re-seeks
+    and decodes a chunk forward into a small LRU so reverse propagation stays
+    cheap.
+    """
+
+    def __init__(self, path: str | Path, *, cache_frames: int = 32, chunk: int = 16):
+        import cv2
+
+        self._cv2 = cv2
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache_frames = max(cache_frames, chunk)
+        self._chunk = chunk
+        self._cap = cv2.VideoCapture(str(self.path))
+        if not self._cap.isOpened():
+            raise FrameError(f"{self.path.name} cannot be opened as a video (corrupt or unsupported format)")
+        self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        n = 0
+        while self._cap.grab():
+            n += 1
+        if n == 0 or self.width <= 0 or self.height <= 0:
+            raise FrameError(f"{self.path.name} has no decodable frames (corrupt or unsupported video)")
+        self.num_frames = n
+        self._pos = n  # decoder position (next frame it would return)
+        self.key = "vid:" + _file_key([self.path])
+
+    def _seek(self, index: int) -> None:
+        cv2 = self._cv2
+        self._cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        self._pos = int(self._cap.get(cv2.CAP_PROP_POS_FRAMES))
+        if self._pos != index:  # imprecise seek: restart and walk forward
+            self._cap.release()
+            self._cap = cv2.VideoCapture(str(self.path))
+            self._pos = 0
+            while self._pos < index and self._cap.grab():
+                self._pos += 1
+
+    def _decode_next(self) -> np.ndarray:
+        ok, bgr = self._cap.read()
+        if not ok:
+            raise FrameError(f"{self.path.name}: decoding frame {self._pos} failed")
+        self._pos += 1
+        return self._cv2.cvtColor(bgr, self._cv2.COLOR_BGR2RGB)
+
+    def _remember(self, index: int, rgb: np.ndarray) -> None:
+        self._cache[index] = rgb
+        self._cache.move_to_end(index)
+        while len(self._cache) > self._cache_frames:
+            self._cache.popitem(last=False)
+
+    def read(self, index: int) -> np.ndarray:
+        check_index(index, self.num_frames)
+        with self._lock:
+            if index in self._cache:
+                self._cache.move_to_end(index)
+                return self._cache[index]
+            if not (self._pos <= index < self._pos + self._chunk):
+                # backward or far jump: decode a chunk ending at `index` so the next frames back are cached too
+                self._seek(max(0, index - self._chunk + 1) if index < self._pos else index)
+            while self._pos <= index:
+                i = self._pos
+                self._remember(i, self._decode_next())
+            return self._cache[index]
+
+    def close(self) -> None:
+        with self._lock:
+            self._cap.release()
+            self._cache.clear()
+
+
+def open_source(path_or_paths: str | Path | Sequence[str | Path]) -> FrameSource:
+    """A video file path, a folder of images (sorted by name) or a list of image paths."""
+    if isinstance(path_or_paths, (str, Path)):
+        p = Path(path_or_paths)
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".bmp"))
+            return ImageSequenceSource(files)
+        if not p.is_file():
+            raise FrameError(f"{p} does not exist")
+        return VideoFileSource(p)
+    return ImageSequenceSource(list(path_or_paths))
+
+
+def preprocess(rgb: np.ndarray, image_size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """RGB uint8 [H,W,3] -> model input [1,3,S,S] float32, exactly as sam2 loads video frames.
+
+    sam2 resizes with PIL (bicubic) to S x S ignoring aspect ratio, divides by
+    255 in float64, stores float32, then subtracts the ImageNet mean and
+    divides by the std in float32.
+    """
+    resized = np.asarray(Image.fromarray(rgb).resize((image_size, image_size)))
+    x = (resized / 255.0).astype(np.float32).transpose(2, 0, 1)
+    x -= np.asarray(mean, np.float32)[:, None, None]
+    x /= np.asarray(std, np.float32)[:, None, None]
+    return x[None]

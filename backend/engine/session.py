@@ -1,0 +1,78 @@
+"""A tracking session on one video, and what the engine returns for a frame."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .frames import FrameSource
+from .state import ObjectId, ObjectRegistry
+from .store import HeavyStateStore
+
+
+class SessionBusy(RuntimeError):
+    """Another call (usually a propagation) is using this session; cancel it or retry."""
+
+
+class PromptError(ValueError):
+    """A prompt is malformed or refers to a frame/object that does not exist; the message says how to fix it."""
+
+
+@dataclass
+class FrameResult:
+    """All objects on one frame: logits [N, H, W] float32 at the video's resolution (> 0 is the mask)."""
+
+    frame: int
+    object_ids: list[ObjectId]
+    logits: np.ndarray
+
+    def masks(self) -> dict[ObjectId, np.ndarray]:
+        """{object id: bool mask [H, W]}."""
+        return {oid: self.logits[i] > 0 for i, oid in enumerate(self.object_ids)}
+
+
+@dataclass
+class VideoSession:
+    """Per-video state: the frame source, the objects and their memories, and a lock for exclusive use."""
+
+    source: FrameSource
+    store: HeavyStateStore
+    objects: ObjectRegistry = field(default_factory=ObjectRegistry)
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    last_used: float = field(default_factory=time.monotonic)
+
+    @property
+    def num_frames(self) -> int:
+        return self.source.num_frames
+
+    @property
+    def height(self) -> int:
+        return self.source.height
+
+    @property
+    def width(self) -> int:
+        return self.source.width
+
+    def check_frame(self, frame: int) -> int:
+        if not isinstance(frame, (int, np.integer)) or not 0 <= frame < self.num_frames:
+            raise PromptError(f"frame {frame} is out of range: the video has {self.num_frames} frames (0-{self.num_frames - 1})")
+        return int(frame)
+
+    def acquire(self, timeout: float) -> None:
+        if not self.lock.acquire(timeout=timeout):
+            raise SessionBusy(f"session {self.session_id} is busy (a propagation is running); cancel it first")
+        self.last_used = time.monotonic()
+
+    def release(self) -> None:
+        self.last_used = time.monotonic()
+        self.lock.release()
+
+    def close(self) -> None:
+        self.store.close()
+        close = getattr(self.source, "close", None)
+        if close:
+            close()

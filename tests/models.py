@@ -1,0 +1,80 @@
+"""Random-init SAM 2.1 exports for tests, cached under .cache/models by exporter source hash and arguments.
+
+Exports run through the real CLI (`python -m model_export`) in a subprocess, so
+the command users run is what the tests exercise and its memory is freed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("TEST_MODEL_CACHE", ROOT / ".cache" / "models"))
+MODEL = "sam2.1_hiera_tiny"
+
+
+def exporter_hash() -> str:
+    h = hashlib.sha256()
+    for p in sorted((ROOT / "model_export").glob("*.py")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def export_dir(image_size: int, precision: str, seed: int = 0, bias: float | None = None) -> Path:
+    """Path of a cached export, exporting it first when missing or stale."""
+    tag = f"{MODEL}_{image_size}_{precision}_s{seed}" + (f"_b{bias:g}" if bias is not None else "")
+    out = CACHE / f"{tag}_{exporter_hash()}"
+    if (out / "manifest.json").is_file():
+        return out
+    CACHE.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "model_export", "--model", MODEL, "--random-init", "--seed", str(seed),
+           "--image-size", str(image_size), "--precision", precision, "--out", str(out)]
+    if bias is not None:
+        cmd += ["--random-object-bias", str(bias)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"export failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
+    return out
+
+
+def manifest(path: Path) -> dict:
+    return json.loads((path / "manifest.json").read_text())
+
+
+def build_oracle(path: Path, **overrides):
+    """The official sam2 SAM2VideoPredictor with the export's exact weights (checked by fingerprint).
+
+    overrides: extra hydra settings, e.g. add_all_frames_to_correct_as_cond=True.
+    """
+    from model_export.build import build_video_model, weights_fingerprint
+    from model_export.catalog import get_model
+
+    m = manifest(path)
+    w = m["weights"]
+    extra = [f"++model.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in overrides.items()]
+    model = build_video_model(get_model(m["model"]), image_size=m["image_size"], seed=w["seed"],
+                              object_score_bias=w.get("object_score_bias"), extra_overrides=extra)
+    if weights_fingerprint(model) != w["fingerprint"]:
+        raise AssertionError("oracle weights differ from the exported ones (fingerprint mismatch)")
+    _float_memories(model)
+    return model
+
+
+def _float_memories(model) -> None:
+    """Work around a sam2 1.1.0 CPU bug: memories are stored in bfloat16 and only become float32
+    when concatenated with object pointers; a frame with no pointer (an object tracked before its
+    first prompt) then hits `mat1 and mat2 must have the same dtype` in memory attention. Casting
+    to float32 gives the same values sam2 uses whenever pointers are present."""
+    attn = model.memory_attention
+    forward = attn.forward
+
+    def float_forward(curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0):
+        return forward(curr=curr, memory=memory.float(), curr_pos=curr_pos, memory_pos=memory_pos.float(),
+                       num_obj_ptr_tokens=num_obj_ptr_tokens)
+
+    attn.forward = float_forward
