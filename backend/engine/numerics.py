@@ -30,9 +30,14 @@ def sine_pe_1d(positions: np.ndarray, dim: int, temperature: float = 10000.0) ->
 
 
 def _axis(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices and weights of torch's bilinear, align_corners=False, along one axis."""
+    """Source indices and weights of torch's bilinear, align_corners=False, along one axis.
+
+    torch evaluates `scale * (dst + 0.5) - 0.5` in float32 with a fused multiply-add (one
+    rounding); float64 holds the float32 product exactly, so rounding once at the end matches.
+    """
     scale = np.float32(in_size) / np.float32(out_size)
-    src = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    dst = np.arange(out_size, dtype=np.float32) + np.float32(0.5)
+    src = (dst.astype(np.float64) * np.float64(scale) - 0.5).astype(np.float32)
     src = np.maximum(src, np.float32(0.0))
     i0 = src.astype(np.int64)
     i1 = np.minimum(i0 + 1, in_size - 1)
