@@ -28,3 +28,8 @@ def model_256_f32() -> Path:
 @pytest.fixture(scope="session")
 def model_256_bf16() -> Path:
     return models.export_dir(256, "bf16")
+
+
+@pytest.fixture(scope="session")
+def model_128_f32() -> Path:
+    return models.export_dir(128, "f32")

@@ -1,0 +1,176 @@
+"""Engine behaviour beyond parity: corrections, caches, memory bounds, batching, errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from backend.engine import EngineSettings, PromptError, SessionBusy, VideoPredictor, open_source
+from tests.parity import load_mask
+
+N = 24
+BOX = (0.3, 0.3, 0.6, 0.7)
+
+
+@pytest.fixture(scope="module")
+def frames(clips_dir, tmp_path_factory):
+    d = tmp_path_factory.mktemp("cup")
+    cap = cv2.VideoCapture(str(clips_dir / "cup.mp4"))
+    for i in range(N):
+        ok, bgr = cap.read()
+        assert ok
+        cv2.imwrite(str(d / f"{i:05d}.jpg"), bgr)
+    return d
+
+
+def make_engine(model, **kw):
+    kw.setdefault("precision", "f32")
+    return VideoPredictor(EngineSettings(model_dir=model, **kw))
+
+
+def box(session, frac=BOX):
+    w, h = session.width, session.height
+    return (frac[0] * w, frac[1] * h, frac[2] * w, frac[3] * h)
+
+
+def run(engine, session, **kw):
+    return {r.frame: r.logits for r in engine.propagate(session, **kw)}
+
+
+def test_correction_keeps_earlier_frames_and_reuses_cached_features(model_256_f32, frames, clips_dir):
+    eng = make_engine(model_256_f32)
+    ses = eng.start_session(open_source(frames))
+    eng.add_points(ses, 0, "a", box=box(ses))
+    first = run(eng, ses)
+    rt = eng.runtime
+    assert rt.calls("image_encoder") == N
+    attn_before = rt.calls("memory_attention")
+
+    k = 12
+    mask = load_mask(str(clips_dir / "cup_masks" / f"{k:05d}.png"))
+    eng.add_mask(ses, k, "a", mask)
+    second = run(eng, ses, start=k)
+
+    assert sorted(second) == list(range(k, N))  # nothing before k is recomputed
+    assert rt.calls("image_encoder") == N        # every frame's features came from the cache
+    assert rt.calls("memory_attention") - attn_before == N - k - 1  # frames k+1..N-1 only (k is a prompt frame)
+    for f in range(k):
+        assert np.array_equal(eng.frame_result(ses, f).logits, first[f]), f"frame {f} changed"
+    assert not all(np.array_equal(second[f], first[f]) for f in range(k + 1, N)), "the correction had no effect"
+
+
+def test_evicted_memories_spill_to_disk_and_stay_exact(model_256_f32, frames, tmp_path):
+    roomy = make_engine(model_256_f32, max_resident_frames=64)
+    tight = make_engine(model_256_f32, max_resident_frames=7, spill_dir=tmp_path)
+    results = []
+    for eng in (roomy, tight):
+        ses = eng.start_session(open_source(frames))
+        eng.add_points(ses, 0, "a", box=box(ses))
+        run(eng, ses)
+        # a correction click on an early frame needs that frame's old logits and the memories before it
+        eng.add_points(ses, 5, "a", points=[[0.5 * ses.width, 0.5 * ses.height]], labels=[0])
+        results.append(run(eng, ses, start=5))
+        if eng is tight:
+            assert ses.store.resident_frames <= 7 and ses.store.spilled_bytes > 0
+            eng.close_session(ses)
+            assert not any(tmp_path.iterdir()), "spill files must be removed with the session"
+    for f in results[0]:
+        assert np.array_equal(results[0][f], results[1][f]), f"frame {f} differs after spilling"
+
+
+def test_dropped_memories_still_track(model_256_f32, frames):
+    eng = make_engine(model_256_f32, max_resident_frames=7)
+    ses = eng.start_session(open_source(frames))
+    eng.add_points(ses, 0, "a", box=box(ses))
+    run(eng, ses)
+    eng.add_points(ses, 3, "a", points=[[0.5 * ses.width, 0.5 * ses.height]], labels=[1])
+    again = run(eng, ses, start=3)
+    assert sorted(again) == list(range(3, N)) and ses.store.resident_frames <= 7
+
+
+def test_objects_are_batched_and_match_single_object_runs(model_256_f32, frames):
+    eng = make_engine(model_256_f32)
+    both = eng.start_session(open_source(frames))
+    eng.add_points(both, 0, "a", box=box(both))
+    eng.add_points(both, 0, "b", box=box(both, (0.1, 0.1, 0.4, 0.5)))
+    calls = eng.runtime.calls("memory_attention")
+    together = run(eng, both)
+    assert eng.runtime.calls("memory_attention") - calls == N - 1  # one batched call per tracked frame
+    for i, obj in enumerate(("a", "b")):
+        alone = eng.start_session(open_source(frames))
+        eng.add_points(alone, 0, obj, box=box(alone, BOX if obj == "a" else (0.1, 0.1, 0.4, 0.5)))
+        single = run(eng, alone)
+        for f in single:
+            assert np.abs(together[f][i] - single[f][0]).max() < 1e-4
+
+
+def test_remove_object_and_clear_prompts(model_256_f32, frames):
+    eng = make_engine(model_256_f32)
+    ses = eng.start_session(open_source(frames))
+    eng.add_points(ses, 0, "a", box=box(ses))
+    eng.add_points(ses, 2, "b", points=[[10, 10]], labels=[1])
+    run(eng, ses, max_frames=4)
+    eng.remove_object(ses, "b")
+    assert eng.frame_result(ses, 1).object_ids == ["a"]
+    eng.clear_prompts(ses, 0, "a")  # the only prompt: the object has nothing left to track from
+    with pytest.raises(PromptError, match="has no prompts"):
+        run(eng, ses)
+    with pytest.raises(PromptError, match="unknown object"):
+        eng.remove_object(ses, "zzz")
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda e, s: e.add_points(s, N, 1, box=(0, 0, 5, 5)), "out of range"),
+    (lambda e, s: e.add_points(s, -1, 1, box=(0, 0, 5, 5)), "out of range"),
+    (lambda e, s: e.add_points(s, 0, 1, points=[[1, 1]], labels=[2]), "labels must be 1"),
+    (lambda e, s: e.add_points(s, 0, 1, points=[[1, 1]]), "together"),
+    (lambda e, s: e.add_points(s, 0, 1, box=(5, 5, 1, 1)), "x1 > x0"),
+    (lambda e, s: e.add_points(s, 0, 1, points=[[np.nan, 1]], labels=[1]), "finite"),
+    (lambda e, s: e.add_points(s, 0, 1), "points"),
+    (lambda e, s: e.add_mask(s, 0, 1, np.zeros(5, bool)), "2-D"),
+    (lambda e, s: list(e.propagate(s)), "no objects"),
+])
+def test_bad_calls_are_clear_errors_and_change_nothing(model_256_f32, frames, call, match):
+    eng = make_engine(model_256_f32)
+    ses = eng.start_session(open_source(frames))
+    with pytest.raises(PromptError, match=match):
+        call(eng, ses)
+    assert len(ses.objects) == 0
+
+
+def test_busy_session_is_reported_not_corrupted(model_256_f32, frames):
+    eng = make_engine(model_256_f32, busy_timeout_s=0.1)
+    ses = eng.start_session(open_source(frames))
+    eng.add_points(ses, 0, "a", box=box(ses))
+    gen = eng.propagate(ses)
+    next(gen)  # a propagation holds the session
+    err = []
+    t = threading.Thread(target=lambda: err.append(pytest.raises(SessionBusy, eng.add_points, ses, 3, "a", box=box(ses))))
+    t.start()
+    t.join()
+    assert err
+    gen.close()  # cancelling releases it
+    eng.add_points(ses, 3, "a", box=box(ses))
+
+
+def test_engine_runs_without_torch(model_256_f32, frames):
+    code = f"""
+import sys
+sys.modules["torch"] = None  # any import of torch now fails
+from backend.engine import VideoPredictor, EngineSettings, open_source
+eng = VideoPredictor(EngineSettings(model_dir={str(model_256_f32)!r}))
+ses = eng.start_session(open_source({str(frames)!r}))
+eng.add_points(ses, 0, 1, box=(50, 50, 300, 300))
+n = sum(1 for _ in eng.propagate(ses, max_frames=3))
+assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None], "torch got imported"
+print(n)
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "4"
