@@ -1,0 +1,193 @@
+"""One Label Studio task being tracked: its engine session, prompt ledger, objects and per-frame results.
+
+The tracker owns no threads. `sync` pushes the ledger's prompts into the engine and says where propagation must
+restart; `passes` plans it; `record` keeps each propagated frame's masks (bit-packed, video resolution);
+`results` renders LS results. Everything is rebuildable from the task's annotations (see `service`).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from backend.engine import FrameResult, VideoPredictor, VideoSession
+from backend.ls import geometry as geo
+from backend.ls.geometry import Box
+from backend.ls.labelconfig import FramesShape, TaskShape, VideoShape
+from backend.ls.prompts import FramePrompt, Ledger, ObjectBook, brush_region_id, changed_frames
+from backend.ls.results import box_sequence, brush_result, mask_to_box, videorectangle_result
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One propagation run: from 0-based `start`, forward or backward (to the end or to frame 0)."""
+
+    start: int
+    reverse: bool = False
+
+
+@dataclass
+class TaskTracker:
+    task_id: int
+    shape: TaskShape
+    session: VideoSession
+    fps: float = 24.0
+    book: ObjectBook = field(default_factory=ObjectBook)
+    ledger: Ledger = field(default_factory=Ledger)
+    applied: dict[tuple[int, int], FramePrompt] = field(default_factory=dict)
+    packed: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    version: int = 0  # bumped whenever prompts change: a result written for an older version is stale
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    emitted: dict[str, dict[int, Box]] = field(default_factory=dict)  # video region -> keyframe boxes we sent
+    _rendered: dict[tuple[int, int], dict] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_frames(self) -> int:
+        return self.session.num_frames
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels of the task's frames."""
+        return self.session.width, self.session.height
+
+    # ---- masks ---------------------------------------------------------------------------------
+    def mask(self, obj: int, frame: int) -> np.ndarray | None:
+        bits = self.packed.get((obj, frame))
+        if bits is None:
+            return None
+        w, h = self.size
+        return np.unpackbits(bits, count=w * h).reshape(h, w).astype(bool)
+
+    def masks_on(self, frame: int) -> dict[int, np.ndarray]:
+        """{object: HxW bool mask} tracked on `frame` (objects absent there have empty masks)."""
+        out = {}
+        for obj in list(self.book.labels):
+            m = self.mask(obj, frame)
+            if m is not None:
+                out[obj] = m
+        return out
+
+    def tracked_frames(self, obj: int) -> set[int]:
+        return {f for (o, f) in self.packed if o == obj}
+
+    def record(self, result: FrameResult) -> None:
+        """Keep one propagated frame's masks (logits > 0) for every object in it."""
+        with self.lock:
+            for obj, mask in result.masks().items():
+                prompt = self.applied.get((obj, result.frame))
+                if prompt is not None and prompt.mask is not None:
+                    mask = prompt.mask  # the annotator's own mask, not its low-res round trip
+                if obj in self.book.labels:
+                    self.packed[(obj, result.frame)] = np.packbits(mask.ravel())
+                    self._rendered.pop((obj, result.frame), None)
+
+    # ---- prompts -> engine ---------------------------------------------------------------------
+    def sync(self, predictor: VideoPredictor) -> int | None:
+        """Apply the ledger to the engine; returns the earliest frame whose prompts changed (None: nothing did).
+
+        Objects left without prompts are removed with their results. The caller must hold no propagation open.
+        """
+        with self.lock:
+            new = self.ledger.prompts()
+            changes = changed_frames(self.applied, new)
+            if not changes:
+                return None
+            alive = {obj for obj, _ in new}
+            for obj in [o for o in self.book.labels if o not in alive]:
+                if any(o == obj for o, _ in self.applied):
+                    predictor.remove_object(self.session, obj)
+                self.book.forget(obj)
+                self.packed = {k: v for k, v in self.packed.items() if k[0] != obj}
+                self._rendered = {k: v for k, v in self._rendered.items() if k[0] != obj}
+            self.applied = new  # before the engine calls: `record` keeps mask prompts verbatim
+            for obj, frame in changes:
+                if obj not in alive:
+                    continue
+                prompt = new.get((obj, frame))
+                if prompt is None:
+                    out = predictor.clear_prompts(self.session, frame, obj)
+                elif prompt.mask is not None:
+                    out = predictor.add_mask(self.session, frame, obj, prompt.mask)
+                else:
+                    pts = [[x, y] for x, y, _ in prompt.points] or None
+                    labels = [lab for _, _, lab in prompt.points] or None
+                    out = predictor.add_points(self.session, frame, obj, points=pts, labels=labels, box=prompt.box)
+                self.record(out)  # the prompted frame's answer is there before any propagation
+            self.version += 1
+            return changes[0][1]
+
+    def passes(self, start: int) -> list[Pass]:
+        """Forward from `start`; then backward from the first prompt of any object whose earlier frames were never
+        tracked (so frames before a correction keep their masks)."""
+        with self.lock:
+            plan = [Pass(start)]
+            firsts = {}
+            for obj, frame in self.applied:
+                firsts[obj] = min(frame, firsts.get(obj, frame))
+            back = [f for obj, f in firsts.items() if f > 0 and not set(range(f)) <= self.tracked_frames(obj)]
+            if back:
+                plan.append(Pass(min(back), reverse=True))
+            return plan
+
+    def frames_in(self, plan: list[Pass]) -> int:
+        """How many frame steps `plan` runs (for progress reports)."""
+        return sum(p.start + 1 if p.reverse else self.num_frames - p.start for p in plan)
+
+    def boxes_of_sequence(self, result: dict) -> dict[int, Box]:
+        """0-based frame -> pixel xyxy box of each keyframe in a videorectangle result (ours, echoed back by LS)."""
+        w, h = self.size
+        out = {}
+        for kf in (result.get("value") or {}).get("sequence") or []:
+            try:
+                out[geo.ls_frame_to_index(kf["frame"])] = geo.rect_percent_to_xyxy(
+                    kf["x"], kf["y"], kf["width"], kf["height"], w, h, kf.get("rotation", 0))
+            except (KeyError, TypeError, ValueError):
+                continue
+        return out
+
+    # ---- engine output -> LS results -----------------------------------------------------------
+    def results(self) -> list[dict]:
+        """LS results for everything tracked so far: brush masks per object and frame, or one videorectangle per
+        object (frames tasks / video tasks)."""
+        with self.lock:
+            if isinstance(self.shape, FramesShape):
+                return self._brush_results(self.shape)
+            return self._video_results(self.shape)
+
+    def _brush_results(self, shape: FramesShape) -> list[dict]:
+        w, h = self.size
+        out = []
+        for obj, frame in sorted(self.packed, key=lambda k: (k[1], k[0])):
+            res = self._rendered.get((obj, frame))
+            if res is None:
+                mask = self.mask(obj, frame)
+                if not mask.any():
+                    continue
+                res = brush_result(brush_region_id(obj, frame), shape.brush_name, shape.image_name, frame, mask,
+                                   self.book.labels[obj], width=w, height=h, meta_text=self.book.display(obj))
+                self._rendered[(obj, frame)] = res
+            out.append(res)
+        return out
+
+    def _video_results(self, shape: VideoShape) -> list[dict]:
+        w, h = self.size
+        region_of = {obj: key for key, obj in self.book.by_key.items()}
+        out = []
+        for obj in sorted(self.book.labels):
+            boxes = {}
+            for frame in sorted(self.tracked_frames(obj)):
+                prompt = self.applied.get((obj, frame))
+                boxes[frame] = prompt.box if prompt is not None and prompt.box is not None \
+                    else mask_to_box(self.mask(obj, frame))
+            seq = box_sequence(boxes, width=w, height=h, fps=self.fps)
+            if not seq or obj not in region_of:
+                continue
+            self.emitted[region_of[obj]] = self.boxes_of_sequence({"value": {"sequence": seq}})
+            out.append(videorectangle_result(region_of[obj], shape.rect_name, shape.video_name, self.book.labels[obj],
+                                             seq, frames_count=self.num_frames, duration=self.num_frames / self.fps,
+                                             meta_text=self.book.display(obj)))
+        return out
