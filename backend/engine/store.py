@@ -30,6 +30,8 @@ class HeavyStateStore:
             raise ValueError("max_resident must be at least 1 frame per object")
         self.max_resident = max_resident
         self._resident: dict[int, OrderedDict[int, FrameOutput]] = {}
+        if spill_dir:
+            Path(spill_dir).mkdir(parents=True, exist_ok=True)
         self._dir = Path(tempfile.mkdtemp(prefix="sess-", dir=spill_dir)) if spill_dir else None
         self.spilled_bytes = 0
 

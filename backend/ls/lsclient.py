@@ -140,6 +140,10 @@ class LabelStudioClient:
         """GET /api/tasks/<id>/ -> the task dict (data, annotations, predictions...)."""
         return self._call("GET", f"/api/tasks/{int(task_id)}/")
 
+    def get_project(self, project_id: int) -> dict:
+        """GET /api/projects/<id>/ -> the project dict (label_config, ...)."""
+        return self._call("GET", f"/api/projects/{int(project_id)}/")
+
     def list_predictions(self, task_id: int) -> list[dict]:
         """GET /api/predictions/?task=<id> -> all predictions of the task."""
         out = self._call("GET", "/api/predictions/", params={"task": int(task_id)})

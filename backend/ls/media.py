@@ -203,11 +203,11 @@ class MediaResolver:
         if not path.startswith(_LS_MEDIA_PREFIXES):
             raise MediaError(f"Relative media URL {raw!r} is not a Label Studio media path; expected /data/upload/..., "
                              "/data/local-files/?d=... or a full http(s) URL.", status=400)
-        full = self._ls_base(raw) + path
         if path.startswith("/data/local-files"):
-            rel = _local_rel(raw)
+            rel = _local_rel(raw)  # refuses traversal even when the file would be fetched from LS
             if self.settings.local_files_root is not None:
-                return _Target(key=_normalize(full), disk_path=self._local_file(rel))
+                return _Target(key="local:" + rel, disk_path=self._local_file(rel))  # read in place, no LS needed
+        full = self._ls_base(raw) + path
         return _Target(key=_normalize(full), url=full)
 
     def _ls_base(self, raw: str) -> str:

@@ -153,6 +153,17 @@ class MediaCache:
         except OSError as exc:  # the download succeeded; a failed clean-up must not fail the fetch
             logger.warning("media cache eviction failed: %s", exc)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of finished entries on disk now."""
+        total = 0
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.directory):
+                if entry.is_file() and not entry.name.startswith(PART_PREFIX):
+                    with contextlib.suppress(FileNotFoundError):
+                        total += entry.stat().st_size
+        return total
+
     def evict(self) -> None:
         """Delete least-recently-used unpinned entries until the total size is at most `max_bytes`."""
         with self._evict_lock:

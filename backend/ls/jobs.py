@@ -1,0 +1,138 @@
+"""Background propagation jobs: one per task at a time, cancellable between frames, progress observable.
+
+A job runs a tracker's propagation plan on a worker thread, records every frame into the tracker and calls
+`on_progress` every `write_interval_s` and once at the end (the service writes the growing prediction into LS
+there). Starting a job for a task cancels that task's running job first: the newest prompt wins.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from backend.engine import VideoPredictor
+from backend.ls.tasktrack import Pass, TaskTracker
+
+logger = logging.getLogger(__name__)
+
+Writer = Callable[["Job", bool], None]  # (job, final) -> None
+
+
+@dataclass
+class Job:
+    task_id: int
+    version: int
+    total: int
+    state: str = "queued"  # queued | running | done | cancelled | failed
+    done: int = 0
+    error: str | None = None
+    written: int = 0  # frames covered by the last write into LS
+    write_error: str | None = None
+    started: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    finished: threading.Event = field(default_factory=threading.Event, repr=False)
+    progress: threading.Condition = field(default_factory=threading.Condition, repr=False)
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until the job ends or `timeout` seconds pass; True when it ended."""
+        return self.finished.wait(timeout)
+
+    def status(self) -> dict:
+        return {"task": self.task_id, "state": self.state, "frames_done": self.done, "frames_total": self.total,
+                "error": self.error, "written_frames": self.written, "write_error": self.write_error,
+                "started": self.started, "finished": self.finished_at}
+
+
+class JobManager:
+    def __init__(self, predictor: Callable[[], VideoPredictor], *, workers: int, write_interval_s: float,
+                 on_frame: Callable[[], None] = lambda: None):
+        self._predictor = predictor
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="propagate")
+        self._jobs: dict[int, Job] = {}
+        self._lock = threading.Lock()
+        self.write_interval_s = write_interval_s
+        self.on_frame = on_frame
+
+    def get(self, task_id: int) -> Job | None:
+        with self._lock:
+            return self._jobs.get(task_id)
+
+    def running(self) -> int:
+        with self._lock:
+            return sum(j.state in ("queued", "running") for j in self._jobs.values())
+
+    def cancel(self, task_id: int, timeout: float = 30.0) -> None:
+        """Cancel the task's job (if any) and wait for it to leave the engine."""
+        job = self.get(task_id)
+        if job is not None and not job.finished.is_set():
+            job.cancel()
+            if not job.wait(timeout):
+                raise TimeoutError(f"the propagation job of task {task_id} did not stop within {timeout:.0f} s")
+
+    def start(self, tracker: TaskTracker, plan: list[Pass], writer: Writer) -> Job:
+        self.cancel(tracker.task_id)
+        job = Job(tracker.task_id, tracker.version, tracker.frames_in(plan))
+        with self._lock:
+            self._jobs[tracker.task_id] = job
+        self._pool.submit(self._run, job, tracker, plan, writer)
+        return job
+
+    def shutdown(self) -> None:
+        with self._lock:
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            job.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self, job: Job, tracker: TaskTracker, plan: list[Pass], writer: Writer) -> None:
+        job.state = "running"
+        last_write = time.monotonic()
+        try:
+            predictor = self._predictor()
+            for p in plan:
+                gen = predictor.propagate(tracker.session, start=p.start, reverse=p.reverse)
+                try:
+                    for result in gen:
+                        tracker.record(result)
+                        self.on_frame()
+                        with job.progress:
+                            job.done += 1
+                            job.progress.notify_all()
+                        if job.cancel_event.is_set():
+                            break
+                        if time.monotonic() - last_write >= self.write_interval_s:
+                            self._write(writer, job, final=False)
+                            last_write = time.monotonic()
+                finally:
+                    gen.close()
+                if job.cancel_event.is_set():
+                    job.state = "cancelled"
+                    logger.info("task %s: propagation cancelled after %d/%d frames", job.task_id, job.done, job.total)
+                    return
+            job.state = "done"
+            logger.info("task %s: propagated %d frames in %.1f s", job.task_id, job.done, time.time() - job.started)
+            self._write(writer, job, final=True)
+        except Exception as e:  # a job must never die silently: the status says why
+            job.state, job.error = "failed", str(e) or type(e).__name__
+            logger.exception("task %s: propagation failed", job.task_id)
+        finally:
+            job.finished_at = time.time()
+            with job.progress:
+                job.progress.notify_all()
+            job.finished.set()
+
+    @staticmethod
+    def _write(writer: Writer, job: Job, *, final: bool) -> None:
+        try:
+            writer(job, final)
+            job.written, job.write_error = job.done, None
+        except Exception as e:
+            job.write_error = str(e) or type(e).__name__
+            logger.warning("task %s: could not write the prediction into Label Studio: %s", job.task_id, e)
