@@ -4,7 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from backend.app import create_app
+from backend.settings import Settings
+from tests import appkit as kit
 from tests import models
+from tests.appkit import N
 
 CLIPS = Path(os.environ.get("CLIPS_DIR", "/work/shared/clips"))
 
@@ -33,3 +37,33 @@ def model_256_bf16() -> Path:
 @pytest.fixture(scope="session")
 def model_128_f32() -> Path:
     return models.export_dir(128, "f32")
+
+
+# ---- the Flask app on a random-init 128 px model, with frames of cup.mp4 under a local-files root ----
+@pytest.fixture(scope="session")
+def media(tmp_path_factory, clips_dir):
+    root = tmp_path_factory.mktemp("media")
+    size = kit.extract_frames(clips_dir / "cup.mp4", root / "cup", N)
+    kit.write_video(root / "cup", root / "cup.mp4", fps=25.0)
+    (root / "bad").mkdir()
+    (root / "bad" / "00000.jpg").write_bytes(b"this is not a jpeg")
+    (root / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated garbage")
+    return root, size
+
+
+@pytest.fixture(scope="session")
+def app(media, model_128_f32, tmp_path_factory):
+    root, _ = media
+    env = {"MODEL_DIR": str(model_128_f32), "LOCAL_FILES_DOCUMENT_ROOT": str(root), "PRECISION": "f32",
+           "MEDIA_CACHE_DIR": str(tmp_path_factory.mktemp("cache")), "DATA_DIR": str(tmp_path_factory.mktemp("d")),
+           "PREDICT_TIME_BUDGET_S": "90", "BASIC_AUTH_USER": "ls", "BASIC_AUTH_PASS": "secret",
+           "ALLOWED_MEDIA_HOSTS": "media.example.org"}
+    app = create_app(Settings.from_env(env))
+    kit.wait_ready(app.test_client())
+    yield app
+    app.config["SERVICE"].shutdown()
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()

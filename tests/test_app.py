@@ -1,0 +1,169 @@
+"""The Flask backend end to end in-process (no Label Studio): protocol, prompts, propagation, corrections, batch."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from tests import appkit as kit
+from tests.appkit import AUTH, N
+
+
+def _encoder_calls(app) -> int:
+    return app.config["SERVICE"].model.get().runtime.calls("image_encoder")
+
+
+def test_health_setup_versions_answer_fast_and_report_the_model(client):
+    t0 = time.perf_counter()
+    health = client.get("/health")
+    setup = client.post("/setup", json={"project": "3.1700000000", "schema": kit.FRAMES_CONFIG}, headers=AUTH)
+    elapsed = time.perf_counter() - t0
+    assert health.status_code == 200 and health.get_json()["status"] == "UP"
+    assert health.get_json()["random_weights"] is True
+    assert setup.status_code == 200 and setup.get_json()["model_version"] == health.get_json()["model_version"]
+    assert "random" in setup.get_json()["model_version"]
+    assert elapsed < 1.0, "LS gives /setup 3 s and /health 1 s"
+    versions = client.get("/versions", headers=AUTH).get_json()
+    assert versions["versions"] == [setup.get_json()["model_version"]]
+
+
+def test_basic_auth_guards_everything_but_health(client):
+    assert client.get("/health").status_code == 200
+    for method, path in (("post", "/setup"), ("post", "/predict"), ("post", "/webhook"), ("get", "/metrics"),
+                         ("get", "/versions")):
+        resp = getattr(client, method)(path, json={})
+        assert resp.status_code == 401, path
+        assert "basic auth" in resp.get_json()["error"]
+    wrong = kit.basic_auth("ls", "nope")
+    assert client.post("/setup", json={}, headers=wrong).status_code == 401
+
+
+def test_box_and_negative_point_propagate_to_every_frame(app, client, media):
+    _, size = media
+    task = kit.frames_task(101, "cup", N)
+    ctx = [kit.rect("r1", 0, 30, 20, 40, 60, size), kit.point("k1", 5, 50, 50, size, positive=False)]
+    resp = kit.predict(client, task, kit.FRAMES_CONFIG, ctx, headers=AUTH)
+    assert resp.status_code == 200, resp.get_json()
+    (pred,) = resp.get_json()["results"]
+    results = pred["result"]
+    assert sorted(r["item_index"] for r in results) == list(range(N))  # one object, every frame
+    for r in results:
+        assert r["id"] == f"sam2-1-{r['item_index']}" and r["type"] == "brushlabels"
+        assert r["from_name"] == "mask" and r["to_name"] == "frames" and r["value"]["brushlabels"] == ["Car"]
+        assert (r["original_width"], r["original_height"]) == size and r["meta"] == {"text": ["Car 1"]}
+    masks = kit.masks_of(results)
+    assert all(m.any() for m in masks.values())
+    status = kit.wait_job(client, 101, headers=AUTH)
+    assert status["state"] == "done" and status["frames_done"] == N
+    # the negative point is part of object 1's prompts on frame 5 (one object, not two)
+    tracker = app.config["SERVICE"]._entries[101].tracker
+    assert set(tracker.book.labels) == {1}
+    assert tracker.applied[(1, 5)].points == ((pytest.approx(size[0] / 2), pytest.approx(size[1] / 2), 0),)
+
+
+def test_correction_repropagates_from_its_frame_only(app, client, media):
+    _, size = media
+    task = kit.frames_task(102, "cup", N)
+    first = kit.predict(client, task, kit.FRAMES_CONFIG, [kit.rect("r1", 0, 30, 20, 40, 60, size)], headers=AUTH)
+    before = kit.masks_of(first.get_json()["results"][0]["result"])
+    calls = _encoder_calls(app)
+    k = 8
+    corrected = np.zeros((size[1], size[0]), bool)
+    corrected[10:60, 20:90] = True
+    ann = [kit.brush(f"sam2-1-{i}", i, before[(f"sam2-1-{i}", i)]) for i in range(N)]  # accepted output ...
+    ann[k] = kit.brush(f"sam2-1-{k}", k, corrected)  # ... with one frame corrected by hand
+    resp = client.post("/webhook", headers=AUTH, json={
+        "action": "ANNOTATION_UPDATED", "project": {"id": 1, "label_config": kit.FRAMES_CONFIG},
+        "task": {k2: v for k2, v in task.items() if k2 != "annotations"}, "annotation": {"id": 7, "result": ann}})
+    assert resp.status_code == 200 and resp.get_json()["status"] == "propagating"
+    status = kit.wait_job(client, 102, headers=AUTH)
+    assert status["state"] == "done" and status["frames_done"] == N - k  # forward from the corrected frame only
+    after = kit.masks_of(kit.predict(client, task, kit.FRAMES_CONFIG, None, headers=AUTH).get_json()
+                         ["results"][0]["result"])
+    for i in range(k):
+        assert np.array_equal(after[(f"sam2-1-{i}", i)], before[(f"sam2-1-{i}", i)]), f"frame {i} changed"
+    assert np.array_equal(after[(f"sam2-1-{k}", k)], corrected)
+    assert any(not np.array_equal(after[(f"sam2-1-{i}", i)], before[(f"sam2-1-{i}", i)]) for i in range(k + 1, N))
+    assert _encoder_calls(app) == calls, "cached frames must not run the image encoder again"
+
+
+def test_unchanged_accepted_masks_are_not_prompts(client, media):
+    _, size = media
+    task = kit.frames_task(103, "cup", N)
+    first = kit.predict(client, task, kit.FRAMES_CONFIG, [kit.rect("r1", 2, 30, 20, 40, 60, size)], headers=AUTH)
+    kit.wait_job(client, 103, headers=AUTH)
+    results = first.get_json()["results"][0]["result"]
+    masks = kit.masks_of(results)
+    accepted = [kit.brush(r["id"], r["item_index"], masks[(r["id"], r["item_index"])]) for r in results]
+    resp = client.post("/webhook", headers=AUTH, json={
+        "action": "ANNOTATION_CREATED", "project": {"id": 1, "label_config": kit.FRAMES_CONFIG},
+        "task": task, "annotation": {"id": 8, "result": accepted + [kit.rect("r1", 2, 30, 20, 40, 60, size)]}})
+    assert resp.get_json()["status"] == "unchanged"
+
+
+def test_backward_propagation_from_a_middle_frame(client, media):
+    _, size = media
+    task = kit.frames_task(104, "cup", N)
+    resp = kit.predict(client, task, kit.FRAMES_CONFIG, [kit.point("k1", 10, 40, 40, size)], headers=AUTH)
+    kit.wait_job(client, 104, headers=AUTH)
+    final = kit.predict(client, task, kit.FRAMES_CONFIG, None, headers=AUTH).get_json()["results"][0]["result"]
+    assert resp.status_code == 200
+    assert sorted(r["item_index"] for r in final) == list(range(N))  # frames 0-9 came from the backward pass
+
+
+def test_two_objects_per_instance_labels_and_point_identity(app, client, media):
+    _, size = media
+    task = kit.frames_task(105, "cup", N)
+    ctx = [kit.point("a", 0, 25, 30, size, label="Car#1"), kit.point("b", 3, 70, 60, size, label="Car#2"),
+           kit.point("c", 6, 30, 35, size, label="Car#1")]
+    resp = kit.predict(client, task, kit.FRAMES_CONFIG, ctx, headers=AUTH)
+    kit.wait_job(client, 105, headers=AUTH)
+    tracker = app.config["SERVICE"]._entries[105].tracker
+    assert tracker.book.labels == {1: "Car#1", 2: "Car#2"}
+    assert {(o, f) for o, f in tracker.applied} == {(1, 0), (2, 3), (1, 6)}
+    metas = {r["meta"]["text"][0] for r in resp.get_json()["results"][0]["result"]}
+    assert metas == {"Car #1", "Car #2"}
+
+
+def test_newer_prompt_cancels_the_older_job(app, client, media):
+    _, size = media
+    service = app.config["SERVICE"]
+    service.settings = type(service.settings)(**{**service.settings.__dict__, "predict_time_budget_s": 0.5})
+    try:
+        task = kit.frames_task(106, "cup", N)
+        kit.predict(client, task, kit.FRAMES_CONFIG, [kit.rect("r1", 0, 30, 20, 40, 60, size)], headers=AUTH)
+        old = service.jobs.get(106)
+        kit.predict(client, task, kit.FRAMES_CONFIG, [kit.rect("r1", 0, 10, 10, 40, 60, size)], headers=AUTH)
+        assert old.finished.is_set() and (old.state == "cancelled" or old.done == old.total)
+        assert service.jobs.get(106) is not old
+    finally:
+        service.settings = type(service.settings)(**{**service.settings.__dict__, "predict_time_budget_s": 90})
+    assert kit.wait_job(client, 106, headers=AUTH)["state"] == "done"
+
+
+def test_batch_mode_never_crashes(client, media):
+    _, size = media
+    empty = kit.frames_task(201, "cup", N)
+    prompted = kit.frames_task(202, "cup", N, annotations=[{"id": 1, "result": [kit.rect("r9", 1, 20, 20, 50, 50,
+                                                                                           size)]}])
+    broken = kit.frames_task(203, "nowhere", 3, annotations=[{"id": 2, "result": [kit.rect("r", 0, 1, 1, 5, 5, size)]}])
+    resp = kit.predict(client, empty, kit.FRAMES_CONFIG, None, headers=AUTH)
+    assert resp.status_code == 200 and resp.get_json()["results"][0]["result"] == []
+    body = {"tasks": [empty, prompted, broken, "junk"], "label_config": kit.FRAMES_CONFIG, "params": {"context": None}}
+    resp = client.post("/predict", json=body, headers=AUTH)
+    assert resp.status_code == 200
+    results = [r["result"] for r in resp.get_json()["results"]]
+    assert len(results) == 4 and results[0] == [] and results[2] == [] and results[3] == []
+    assert sorted(r["item_index"] for r in results[1]) == list(range(N))
+
+
+def test_metrics_count_requests_frames_and_sessions(client):
+    text = client.get("/metrics", headers=AUTH).get_data(as_text=True)
+    assert 'sam2_requests_total{endpoint="predict",status="200"}' in text
+    frames = float(next(line.split()[-1] for line in text.splitlines()
+                        if line.startswith("sam2_frames_propagated_total ")))
+    assert frames >= N
+    sessions = float(next(line.split()[-1] for line in text.splitlines() if line.startswith("sam2_active_sessions ")))
+    assert sessions >= 1
+    assert "sam2_feature_cache_bytes" in text and "sam2_request_seconds_bucket" in text
