@@ -27,6 +27,9 @@ from backend.settings import Settings
 
 logger = logging.getLogger(__name__)
 _OPEN_ROUTES = {"health"}  # reachable without basic auth (Docker HEALTHCHECK, load balancers)
+# LS sends webhooks without the ML backend's basic auth: an unauthenticated webhook is accepted, but its payload is
+# not trusted (the service re-reads the task and annotation from LS with its own token).
+_UNTRUSTED_OK = {"webhook"}
 
 
 def _error(status: int, message: str) -> tuple[Response, int]:
@@ -62,12 +65,16 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
     @app.before_request
     def _auth_and_clock():
         g.t0 = time.perf_counter()
+        g.trusted = True
         if settings.basic_auth is None or request.endpoint in _OPEN_ROUTES:
             return None
         auth = request.authorization
         user, password = settings.basic_auth
         if auth is None or auth.type != "basic" or not (
                 hmac.compare_digest(auth.username or "", user) and hmac.compare_digest(auth.password or "", password)):
+            if request.endpoint in _UNTRUSTED_OK:
+                g.trusted = False
+                return None
             resp, status = _error(401, "HTTP basic auth required: set the ML backend's basic auth user and password "
                                        "in the Label Studio project settings")
             resp.headers["WWW-Authenticate"] = 'Basic realm="sam2-backend"'
@@ -133,7 +140,7 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
 
     @app.post("/webhook")
     def webhook():
-        return jsonify(service.webhook(_json()))
+        return jsonify(service.webhook(_json(), trusted=g.trusted))
 
     @app.get("/versions")
     def versions():

@@ -30,7 +30,7 @@ def test_health_setup_versions_answer_fast_and_report_the_model(client):
 
 def test_basic_auth_guards_everything_but_health(client):
     assert client.get("/health").status_code == 200
-    for method, path in (("post", "/setup"), ("post", "/predict"), ("post", "/webhook"), ("get", "/metrics"),
+    for method, path in (("post", "/setup"), ("post", "/predict"), ("get", "/metrics"), ("get", "/jobs/1"),
                          ("get", "/versions")):
         resp = getattr(client, method)(path, json={})
         assert resp.status_code == 401, path

@@ -112,3 +112,12 @@ def test_settings_fail_fast_naming_the_variable(model_128_f32, env, words):
 def test_settings_defaults(model_128_f32):
     s = Settings.from_env({"MODEL_DIR": str(model_128_f32)})
     assert (s.precision, s.predict_time_budget_s, s.max_sessions, s.basic_auth) == ("auto", 20.0, 8, None)
+
+
+def test_unauthenticated_webhook_is_not_trusted(client, media):
+    """LS sends webhooks without basic auth: without LABEL_STUDIO_URL to verify against, they are refused."""
+    task = kit.frames_task(308, "cup", N)
+    body = {"action": "ANNOTATION_CREATED", "project": {"id": 1, "label_config": kit.FRAMES_CONFIG}, "task": task,
+            "annotation": {"id": 1, "result": [kit.rect("r1", 0, 10, 10, 20, 20, media[1])]}}
+    _error(client.post("/webhook", json=body), 401, "LABEL_STUDIO_URL")
+    assert client.post("/webhook", json={"action": "PROJECT_UPDATED"}).get_json()["status"] == "ignored"

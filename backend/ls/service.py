@@ -81,8 +81,12 @@ class TrackingService:
             return {"results": [self._interactive(tasks[0], shape, context["result"], deadline)]}
         return {"results": [self._batch_one(task, shape, deadline) for task in tasks]}
 
-    def webhook(self, body: Mapping) -> dict:
-        """ANNOTATION_CREATED / ANNOTATION_UPDATED: corrections and new prompts re-propagate in the background."""
+    def webhook(self, body: Mapping, *, trusted: bool = True) -> dict:
+        """ANNOTATION_CREATED / ANNOTATION_UPDATED: corrections and new prompts re-propagate in the background.
+
+        An untrusted call (LS sends webhooks without the backend's basic auth) only names the task and annotation:
+        both are re-read from LS with our own token, so a forged payload cannot inject prompts or media URLs.
+        """
         action = body.get("action")
         if action not in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
             return {"status": "ignored", "action": action}
@@ -90,6 +94,15 @@ class TrackingService:
         if not isinstance(task, Mapping) or not isinstance(annotation, Mapping):
             raise BadRequest(f"{action} webhook needs 'task' and 'annotation' objects")
         project = body.get("project") if isinstance(body.get("project"), Mapping) else {}
+        if not trusted:
+            if self.client is None:
+                raise BackendError("unauthenticated webhook and no LABEL_STUDIO_URL to verify it with; set "
+                                   "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY", status=401)
+            task = self.client.get_task(taskio.task_id_of(task))
+            annotation = next((a for a in task.get("annotations") or [] if a.get("id") == annotation.get("id")), None)
+            if annotation is None:
+                raise BadRequest(f"task {task.get('id')} has no annotation {body['annotation'].get('id')!r}")
+            project = self.client.get_project(int(task["project"]))
         config = project.get("label_config") or self._project_configs.get(str(project.get("id") or task.get("project")))
         if not config and self.client is not None and task.get("project"):
             config = self.client.get_project(int(task["project"])).get("label_config")
