@@ -5,10 +5,12 @@ from pathlib import Path
 import pytest
 
 from backend.app import create_app
+from backend.ls.media import MediaResolver, MediaSettings
 from backend.settings import Settings
 from tests import appkit as kit
 from tests import models
 from tests.appkit import N
+from tests.fakehttp import LEGACY, FakeHost
 
 CLIPS = Path(os.environ.get("CLIPS_DIR", "/work/shared/clips"))
 
@@ -67,3 +69,22 @@ def app(media, model_128_f32, tmp_path_factory):
 @pytest.fixture()
 def client(app):
     return app.test_client()
+
+
+# ---- a fake Label Studio (werkzeug in a thread) and MediaResolvers pointed at it, for the media tests ----
+@pytest.fixture
+def ls():
+    server = FakeHost("127.0.0.1")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def make(tmp_path, ls):
+    def factory(**kw) -> MediaResolver:
+        kw.setdefault("ls_url", ls.url)
+        kw.setdefault("api_key", LEGACY)
+        kw.setdefault("cache_dir", tmp_path / "cache")
+        kw.setdefault("timeout_s", 5.0)
+        return MediaResolver(MediaSettings(**kw))
+    return factory

@@ -17,28 +17,10 @@ from tests.fakehttp import LEGACY, FakeHost, closed_port_url, make_jwt
 
 
 @pytest.fixture
-def ls():
-    server = FakeHost("127.0.0.1")
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def other():
     server = FakeHost("localhost")
     yield server
     server.close()
-
-
-@pytest.fixture
-def make(tmp_path, ls):
-    def factory(**kw) -> MediaResolver:
-        kw.setdefault("ls_url", ls.url)
-        kw.setdefault("api_key", LEGACY)
-        kw.setdefault("cache_dir", tmp_path / "cache")
-        kw.setdefault("timeout_s", 5.0)
-        return MediaResolver(MediaSettings(**kw))
-    return factory
 
 
 # -- URL forms ----------------------------------------------------------------------------------------------------

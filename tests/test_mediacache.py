@@ -9,25 +9,7 @@ from werkzeug.wrappers import Response
 
 from backend.ls.errors import MediaError
 from backend.ls.media import MediaResolver, MediaSettings
-from tests.fakehttp import LEGACY, FakeHost
-
-
-@pytest.fixture
-def ls():
-    server = FakeHost("127.0.0.1")
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def make(tmp_path, ls):
-    def factory(**kw) -> MediaResolver:
-        kw.setdefault("ls_url", ls.url)
-        kw.setdefault("api_key", LEGACY)
-        kw.setdefault("cache_dir", tmp_path / "cache")
-        kw.setdefault("timeout_s", 5.0)
-        return MediaResolver(MediaSettings(**kw))
-    return factory
+from tests.fakehttp import LEGACY
 
 
 def cache_files(resolver: MediaResolver) -> list[str]:
