@@ -180,6 +180,10 @@ class LabelStudioClient:
         body = {"project": int(project_id), "path": str(path), "title": title, "use_blob_urls": True}
         return self._call("POST", "/api/storages/localfiles/", json=body)
 
+    def list_local_storages(self, project_id: int) -> list[dict]:
+        """GET /api/storages/localfiles/?project=<id> -> the project's local-files storages."""
+        return list(self._call("GET", "/api/storages/localfiles/", params={"project": int(project_id)}) or [])
+
     def sync_local_storage(self, storage_id: int) -> dict:
         """POST /api/storages/localfiles/<id>/sync: import every file of the storage as a task."""
         return self._call("POST", f"/api/storages/localfiles/{int(storage_id)}/sync")
