@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,9 +40,9 @@ def export(spec: ModelSpec, out_dir: Path, *, precision: str = "bf16", image_siz
                    "warning": "RANDOM WEIGHTS: for tests only, masks are meaningless"}
     weights["fingerprint"] = weights_fingerprint(model)
 
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # a private temp dir beside the target: two exports to one folder must not delete each other's files
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
     graphs = {}
     for gs in graph_specs():
         t0 = time.perf_counter()
@@ -53,7 +54,11 @@ def export(spec: ModelSpec, out_dir: Path, *, precision: str = "bf16", image_siz
     np.savez(tmp / "constants.npz", **tracker_constants(model))
     write_manifest(tmp, model_name=spec.name, model=model, image_size=image_size, precision=precision,
                    hint=PRECISION_HINT[precision], weights=weights, graphs=graphs)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
+    old = None
+    if out_dir.exists():  # move the old export aside first, so readers see the old or the new folder, whole
+        old = Path(tempfile.mkdtemp(prefix=out_dir.name + ".old-", dir=out_dir.parent))
+        out_dir.rename(old / out_dir.name)
     tmp.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return out_dir, model

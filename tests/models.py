@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import fcntl
 import os
 import subprocess
 import sys
@@ -25,21 +26,29 @@ def exporter_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def export_dir(image_size: int, precision: str, seed: int = 0, bias: float | None = None) -> Path:
+def export_dir(image_size: int, precision: str, seed: int = 0, bias: float | None = None,
+               model: str = MODEL) -> Path:
     """Path of a cached export, exporting it first when missing or stale."""
-    tag = f"{MODEL}_{image_size}_{precision}_s{seed}" + (f"_b{bias:g}" if bias is not None else "")
+    tag = f"{model}_{image_size}_{precision}_s{seed}" + (f"_b{bias:g}" if bias is not None else "")
     out = CACHE / f"{tag}_{exporter_hash()}"
     if (out / "manifest.json").is_file():
         return out
     CACHE.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "model_export", "--model", MODEL, "--random-init", "--seed", str(seed),
+    with open(CACHE / f"{tag}.lock", "w") as lock:  # one export per folder, even across pytest processes
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "manifest.json").is_file():
+            _export(out, model, seed, image_size, precision, bias)
+    return out
+
+
+def _export(out: Path, model: str, seed: int, image_size: int, precision: str, bias: float | None) -> None:
+    cmd = [sys.executable, "-m", "model_export", "--model", model, "--random-init", "--seed", str(seed),
            "--image-size", str(image_size), "--precision", precision, "--out", str(out)]
     if bias is not None:
         cmd += ["--random-object-bias", str(bias)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"export failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
-    return out
 
 
 def manifest(path: Path) -> dict:
