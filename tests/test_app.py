@@ -167,3 +167,39 @@ def test_metrics_count_requests_frames_and_sessions(client):
     sessions = float(next(line.split()[-1] for line in text.splitlines() if line.startswith("sam2_active_sessions ")))
     assert sessions >= 1
     assert "sam2_feature_cache_bytes" in text and "sam2_request_seconds_bucket" in text
+
+
+def test_a_lost_session_is_rebuilt_from_the_saved_annotation(app, client, media):
+    """Restart or eviction: the task's annotation (prompts + a correction) and our prediction rebuild the same masks."""
+    _, size = media
+    task = kit.frames_task(107, "cup", N)
+    box = kit.rect("r1", 0, 30, 20, 40, 60, size)
+    first = kit.predict(client, task, kit.FRAMES_CONFIG, [box], headers=AUTH).get_json()["results"][0]
+    kit.wait_job(client, 107, headers=AUTH)
+    first = kit.predict(client, task, kit.FRAMES_CONFIG, None, headers=AUTH).get_json()["results"][0]
+    masks = kit.masks_of(first["result"])
+    corrected = np.zeros((size[1], size[0]), bool)
+    corrected[100:300, 200:400] = True
+    saved = [kit.brush(rid, i, corrected if i == 5 else m) for (rid, i), m in masks.items()] + [box]
+    task["annotations"] = [{"id": 1, "result": saved}]
+    task["predictions"] = [dict(first, id=1)]
+    client.post("/webhook", headers=AUTH, json={"action": "ANNOTATION_CREATED", "task": task,
+                                                "project": {"id": 1, "label_config": kit.FRAMES_CONFIG},
+                                                "annotation": task["annotations"][0]})
+    kit.wait_job(client, 107, headers=AUTH)
+    live = kit.masks_of(kit.predict(client, task, kit.FRAMES_CONFIG, None, headers=AUTH).get_json()
+                        ["results"][0]["result"])
+    service = app.config["SERVICE"]
+    # the saved annotation still holds the masks from before the correction's re-propagation: not corrections
+    assert set(service._entries[107].tracker.applied) == {(1, 0), (1, 5)}
+    with service._lock:
+        service._drop(107)  # what a restart or an LRU eviction does
+    kit.predict(client, task, kit.FRAMES_CONFIG, None, headers=AUTH)
+    kit.wait_job(client, 107, headers=AUTH)
+    rebuilt = kit.masks_of(kit.predict(client, task, kit.FRAMES_CONFIG, None, headers=AUTH).get_json()
+                           ["results"][0]["result"])
+    assert rebuilt.keys() == live.keys()
+    assert all(np.array_equal(rebuilt[k], live[k]) for k in live)
+    assert np.array_equal(rebuilt[("sam2-1-5", 5)], corrected)
+    # only the real correction became a prompt: accepted frames stayed output
+    assert set(service._entries[107].tracker.applied) == {(1, 0), (1, 5)}

@@ -87,3 +87,8 @@ class Runtime:
 
     def calls(self, graph: str) -> int:
         return self.stats.calls[graph]
+
+    def compiled_property(self, graph: str, name: str):
+        """A property of one compiled graph as OpenVINO reports it, e.g. the precision it actually
+        runs at: `compiled_property("image_encoder", "INFERENCE_PRECISION_HINT")`."""
+        return self._compiled[graph].get_property(name)

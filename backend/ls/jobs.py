@@ -19,6 +19,7 @@ from backend.ls.tasktrack import Pass, TaskTracker
 logger = logging.getLogger(__name__)
 
 Writer = Callable[["Job", bool], None]  # (job, final) -> None
+Stage = Callable[[], list[Pass]]  # runs on the job thread before its passes (e.g. pushes prompts into the engine)
 
 
 @dataclass
@@ -77,11 +78,15 @@ class JobManager:
                 raise TimeoutError(f"the propagation job of task {task_id} did not stop within {timeout:.0f} s")
 
     def start(self, tracker: TaskTracker, plan: list[Pass], writer: Writer) -> Job:
+        return self.start_stages(tracker, [lambda: plan], writer, tracker.frames_in(plan))
+
+    def start_stages(self, tracker: TaskTracker, stages: list[Stage], writer: Writer, total: int) -> Job:
+        """Run `stages` in order on a worker: each returns the passes to propagate after it ran."""
         self.cancel(tracker.task_id)
-        job = Job(tracker.task_id, tracker.version, tracker.frames_in(plan))
+        job = Job(tracker.task_id, tracker.version, total)
         with self._lock:
             self._jobs[tracker.task_id] = job
-        self._pool.submit(self._run, job, tracker, plan, writer)
+        self._pool.submit(self._run, job, tracker, stages, writer)
         return job
 
     def shutdown(self) -> None:
@@ -91,32 +96,37 @@ class JobManager:
             job.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _run(self, job: Job, tracker: TaskTracker, plan: list[Pass], writer: Writer) -> None:
+    def _run(self, job: Job, tracker: TaskTracker, stages: list[Stage], writer: Writer) -> None:
         job.state = "running"
         last_write = time.monotonic()
         try:
             predictor = self._predictor()
-            for p in plan:
-                gen = predictor.propagate(tracker.session, start=p.start, reverse=p.reverse)
-                try:
-                    for result in gen:
-                        tracker.record(result)
-                        self.on_frame()
-                        with job.progress:
-                            job.done += 1
-                            job.progress.notify_all()
-                        if job.cancel_event.is_set():
-                            break
-                        if time.monotonic() - last_write >= self.write_interval_s:
-                            self._write(writer, job, final=False)
-                            last_write = time.monotonic()
-                finally:
-                    gen.close()
-                if job.cancel_event.is_set():
-                    job.state = "cancelled"
-                    logger.info("task %s: propagation cancelled after %d/%d frames", job.task_id, job.done, job.total)
-                    return
+            for stage in stages:
+                plan = stage()
+                job.version = tracker.version
+                for p in plan:
+                    gen = predictor.propagate(tracker.session, start=p.start, reverse=p.reverse)
+                    try:
+                        for result in gen:
+                            tracker.record(result)
+                            self.on_frame()
+                            with job.progress:
+                                job.done += 1
+                                job.progress.notify_all()
+                            if job.cancel_event.is_set():
+                                break
+                            if time.monotonic() - last_write >= self.write_interval_s:
+                                self._write(writer, job, final=False)
+                                last_write = time.monotonic()
+                    finally:
+                        gen.close()
+                    if job.cancel_event.is_set():
+                        job.state = "cancelled"
+                        logger.info("task %s: propagation cancelled after %d/%d frames", job.task_id, job.done,
+                                    job.total)
+                        return
             job.state = "done"
+            job.total = job.done
             logger.info("task %s: propagated %d frames in %.1f s", job.task_id, job.done, time.time() - job.started)
             self._write(writer, job, final=True)
         except Exception as e:  # a job must never die silently: the status says why

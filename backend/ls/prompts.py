@@ -15,6 +15,7 @@ Object identity rule (frames tasks, `<Image valueList>`), applied to each region
 Video tasks: every VideoRectangle region is one object, keyed by its region id.
 
 Once assigned, a region id keeps its object (the `Ledger` remembers it), so moving a point never re-assigns it.
+A session rebuilt from a saved annotation replays the rule against our earlier prediction (see `assign_object`).
 """
 from __future__ import annotations
 
@@ -130,8 +131,27 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     return inter / max(1, np.count_nonzero(a | b))
 
 
-def assign_object(region: Region, book: ObjectBook, masks_on: MaskLookup) -> int:
-    """The object a newly seen region prompts, creating it in `book` when the rule says so (module docstring)."""
+def _box_iou(box, mask: np.ndarray) -> float:
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return 0.0
+    mx0, my0, mx1, my1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    iw = max(0.0, min(box[2], mx1) - max(box[0], mx0))
+    ih = max(0.0, min(box[3], my1) - max(box[1], my0))
+    inter = iw * ih
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (mx1 - mx0) * (my1 - my0) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def assign_object(region: Region, book: ObjectBook, masks_on: MaskLookup, *,
+                  unclaimed: list[int] | None = None) -> int:
+    """The object a newly seen region prompts, creating it in `book` when the rule says so (module docstring).
+
+    `unclaimed` (replay of a saved annotation while a session is rebuilt; `masks_on` then gives our earlier
+    prediction): objects of that prediction no prompt has claimed yet. A region that would start an object rejoins
+    the one its rectangle frames (box IoU >= 0.5), else the first unclaimed one of its label: prompts are replayed in
+    the order they were drawn, which is the order their objects were numbered.
+    """
     if isinstance(region, VideoRectRegion):
         return book.by_key.get(region.id) or book.new(region.label, key=region.id)
     if isinstance(region, BrushRegion):
@@ -140,15 +160,19 @@ def assign_object(region: Region, book: ObjectBook, masks_on: MaskLookup) -> int
             return book.ensure(ours[0], region.label)
     if split_instance_label(region.label)[1] is not None:
         return book.by_key.get(region.label) or book.new(region.label, key=region.label)
-    if isinstance(region, RectRegion):
-        return book.new(region.label)
     candidates = {o: m for o, m in masks_on(region.frame).items() if book.labels.get(o) == region.label}
+    if isinstance(region, RectRegion):
+        if unclaimed is not None:
+            scores = sorted(((_box_iou(region.box_xyxy, m), o) for o, m in candidates.items()), reverse=True)
+            if scores and scores[0][0] >= 0.5:
+                return scores[0][1]
+        return _new_or_unclaimed(region.label, book, unclaimed)
     if isinstance(region, KeypointRegion):
         inside = [o for o, m in candidates.items() if _contains(m, region.x, region.y)]
         if inside:
             return inside[0]
         if region.positive:
-            return book.new(region.label)
+            return _new_or_unclaimed(region.label, book, unclaimed)
         near = sorted((_distance(m, region.x, region.y), o) for o, m in candidates.items() if m.any())
         if near:
             return near[0][1]
@@ -161,7 +185,14 @@ def assign_object(region: Region, book: ObjectBook, masks_on: MaskLookup) -> int
     scores = sorted(((_overlap(region.mask, m), o) for o, m in candidates.items()), reverse=True)
     if scores and scores[0][0] > 0:
         return scores[0][1]
-    return book.new(region.label)
+    return _new_or_unclaimed(region.label, book, unclaimed)
+
+
+def _new_or_unclaimed(label: str, book: ObjectBook, unclaimed: list[int] | None) -> int:
+    for obj in unclaimed or ():
+        if book.labels.get(obj) == label:
+            return obj
+    return book.new(label)
 
 
 class Ledger:
@@ -171,18 +202,24 @@ class Ledger:
         self.entries: dict[str, Entry] = {}
 
     def upsert(self, regions: Iterable[Region], book: ObjectBook, masks_on: MaskLookup,
-               is_correction: Callable[[BrushRegion], bool] = lambda r: True) -> list[str]:
+               is_correction: Callable[[BrushRegion], bool] = lambda r: True, *, replay: bool = False) -> list[str]:
         """Add or update prompt regions (keeping each known id's object); returns the ids that changed.
 
         Brush regions count as prompts only where `is_correction` says so (an unchanged predicted mask is output
         the annotator accepted, not a prompt). Video rectangles become one box entry per enabled keyframe.
         """
         changed = []
+        if replay:  # prompts first: they created the objects that corrections refer to
+            regions = sorted(regions, key=lambda r: isinstance(r, BrushRegion))
         for region in regions:
             if isinstance(region, BrushRegion) and not is_correction(region):
                 continue
             old = self._first_entry(region.id)
-            obj = old.obj if old is not None else assign_object(region, book, masks_on)
+            unclaimed = None
+            if replay:
+                claimed = {e.obj for e in self.entries.values()}
+                unclaimed = [o for o in sorted(book.labels) if o not in claimed]
+            obj = old.obj if old is not None else assign_object(region, book, masks_on, unclaimed=unclaimed)
             for rid, entry in self._entries_of(region, obj):
                 prev = self.entries.get(rid)
                 if prev is None or not _same_entry(prev, entry):

@@ -15,6 +15,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from backend.ls import taskio
 from backend.ls.errors import BadRequest, BackendError
 from backend.ls.jobs import Job, JobManager
@@ -25,7 +27,7 @@ from backend.ls.model import ModelHolder
 from backend.ls.prompts import mask_differs, parse_brush_region_id
 from backend.ls.regions import BrushRegion, Region, VideoRectRegion, parse_regions
 from backend.ls.rle import rle_to_mask
-from backend.ls.tasktrack import TaskTracker
+from backend.ls.tasktrack import Pass, TaskTracker, mask_digest
 from backend.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -152,8 +154,10 @@ class TrackingService:
             if entry is None and not taskio.has_prompt_tools(results, shape):
                 return {"result": [], "model_version": self.model.version}
             with self._task_lock(tid):
-                entry = self._entry(task, shape)
-                job = self._apply(entry, results, interactive=False)[0] if results else None
+                with self._lock:
+                    existed = tid in self._entries
+                entry = self._entry(task, shape)  # a new entry has applied the task's annotation already
+                job = self._apply(entry, results, interactive=False)[0] if results and existed else None
             job = job or self.jobs.get(tid)
             if job is not None:
                 job.wait(max(0.0, deadline - time.monotonic()))
@@ -165,7 +169,8 @@ class TrackingService:
             return {"result": [], "model_version": self.model.version}
 
     # ---- core --------------------------------------------------------------------------------
-    def _apply(self, entry: _Entry, raw: list, *, interactive: bool) -> tuple[Job | None, bool]:
+    def _apply(self, entry: _Entry, raw: list, *, interactive: bool,
+               replay: bool = False) -> tuple[Job | None, bool]:
         """Fold LS results into the ledger, push changes into the engine, start propagation when needed.
 
         Returns the job that produces the task's current result (None: nothing to track) and whether it is new."""
@@ -177,13 +182,18 @@ class TrackingService:
         with tracker.lock:
             before = dict(tracker.ledger.entries), dict(tracker.book.labels), dict(tracker.book.by_key)
             try:
-                tracker.ledger.upsert(regions, tracker.book, tracker.masks_on, lambda r: self._is_correction(r, entry))
+                masks_on = self._reference_masks(entry) if replay else tracker.masks_on
+                tracker.ledger.upsert(regions, tracker.book, masks_on, lambda r: self._is_correction(r, entry),
+                                      replay=replay)
                 if interactive:
                     for rtype, label in {(_rtype(r), r.label) for r in regions}:
                         tracker.ledger.remove_missing(regions, rtype, label)
             except Exception:  # nothing reached the engine yet: put the ledger back as it was
                 tracker.ledger.entries, tracker.book.labels, tracker.book.by_key = before
                 raise
+            fixes = sorted({f for (_, f), p in tracker.ledger.prompts().items() if p.mask is not None})
+            if replay and fixes and not tracker.applied:
+                return self._replay(entry, fixes), True
             try:
                 start = tracker.sync(predictor)
             except Exception:  # the engine may hold half of it: rebuild from LS next time rather than drift
@@ -200,19 +210,49 @@ class TrackingService:
             plan = tracker.passes(start)
         return self.jobs.start(tracker, plan, self._write), True
 
+    def _replay(self, entry: _Entry, fixes: list[int]) -> Job:
+        """Rebuild in the order the annotation was most likely made: prompts, propagate, then each correction
+        (by frame) and forward from it, so frames before a correction come out as they were when it was made."""
+        tracker, predictor = entry.tracker, self.model.get()
+
+        def prompts_stage() -> list[Pass]:
+            start = tracker.sync(predictor, upto=-1)
+            return tracker.passes(start) if start is not None else []
+
+        def fix_stage(k: int):
+            def run() -> list[Pass]:
+                start = tracker.sync(predictor, upto=k)
+                return [Pass(start)] if start is not None else []
+            return run
+        total = tracker.num_frames + sum(tracker.num_frames - k for k in fixes)
+        return self.jobs.start_stages(tracker, [prompts_stage] + [fix_stage(k) for k in fixes], self._write, total)
+
     def _is_correction(self, region: BrushRegion, entry: _Entry) -> bool:
         ours = parse_brush_region_id(region.id)
         if ours is None:
             return True  # a mask drawn by hand is a prompt
-        reference = entry.tracker.mask(*ours)
-        if reference is None and region.id in entry.reference:
-            ref = entry.reference[region.id]
-            value = ref.get("value") or {}
-            try:
-                reference = rle_to_mask(value.get("rle"), ref.get("original_height"), ref.get("original_width"))
-            except (TypeError, ValueError):
-                reference = None
-        return reference is not None and mask_differs(region.mask, reference)
+        # accepted output if it is any mask we produced for that frame, or within tolerance of what we track now or
+        # of our stored prediction (an annotation saved before a re-propagation still holds the older masks)
+        if mask_digest(np.packbits(region.mask.ravel())) in entry.tracker.emitted_digests.get(ours, ()):
+            return False
+        known = [entry.tracker.mask(*ours)]
+        if region.id in entry.reference:
+            known.append(_decode(entry.reference[region.id]))
+        known = [m for m in known if m is not None]
+        return bool(known) and all(mask_differs(region.mask, m) for m in known)
+
+    def _reference_masks(self, entry: _Entry):
+        """frame -> {object: mask} of our earlier prediction (for replaying the identity rule on a rebuild)."""
+        def on(frame: int) -> dict[int, object]:
+            out = {}
+            for rid, res in entry.reference.items():
+                ours = parse_brush_region_id(rid)
+                if ours is not None and ours[1] == frame:
+                    mask = _decode(res)
+                    if mask is not None:
+                        out[ours[0]] = mask
+            return out
+        return on
 
     def _strip_emitted(self, region: Region, entry: _Entry) -> Region:
         """Drop keyframes of a video region that are our own output echoed back (accepted, not prompts)."""
@@ -284,10 +324,15 @@ class TrackingService:
             self._entries[tid] = entry
             while len(self._entries) > self.settings.max_sessions:
                 self._drop(next(iter(self._entries)))
+        for rid, res in entry.reference.items():  # our earlier objects keep their numbers
+            ours = parse_brush_region_id(rid)
+            labels = (res.get("value") or {}).get("brushlabels") or []
+            if ours is not None and labels:
+                tracker.book.ensure(ours[0], labels[0])
         stored = taskio.prompt_results(task)
         if stored:
             with contextlib.suppress(BadRequest):  # an old bad region must not block new prompts
-                self._apply(entry, stored, interactive=False)
+                self._apply(entry, stored, interactive=False, replay=True)
         return entry
 
     def _drop(self, tid: int) -> None:
@@ -324,6 +369,15 @@ class TrackingService:
 
     def _count_frame(self) -> None:
         self.frames_propagated += 1
+
+
+def _decode(result: Mapping):
+    """HxW bool mask of a stored brush result, or None when it is not one we can read."""
+    value = result.get("value") or {}
+    try:
+        return rle_to_mask(value.get("rle"), result.get("original_height"), result.get("original_width"))
+    except (TypeError, ValueError):
+        return None
 
 
 def _rtype(region: Region) -> str:

@@ -6,6 +6,7 @@ restart; `passes` plans it; `record` keeps each propagated frame's masks (bit-pa
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -20,6 +21,11 @@ from backend.ls.prompts import FramePrompt, Ledger, ObjectBook, brush_region_id,
 from backend.ls.results import box_sequence, brush_result, mask_to_box, videorectangle_result
 
 logger = logging.getLogger(__name__)
+
+
+def mask_digest(packed_bits: np.ndarray) -> bytes:
+    """Identity of a bit-packed mask (np.packbits of the HxW mask, row-major)."""
+    return hashlib.blake2b(packed_bits.tobytes(), digest_size=16).digest()
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,9 @@ class TaskTracker:
     version: int = 0  # bumped whenever prompts change: a result written for an older version is stale
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     emitted: dict[str, dict[int, Box]] = field(default_factory=dict)  # video region -> keyframe boxes we sent
+    # every mask we produced per (object, frame), also superseded ones: an annotation saved before a re-propagation
+    # still holds them, and they are accepted output, not corrections
+    emitted_digests: dict[tuple[int, int], set[bytes]] = field(default_factory=dict)
     _rendered: dict[tuple[int, int], dict] = field(default_factory=dict, repr=False)
 
     @property
@@ -82,17 +91,22 @@ class TaskTracker:
                 if prompt is not None and prompt.mask is not None:
                     mask = prompt.mask  # the annotator's own mask, not its low-res round trip
                 if obj in self.book.labels:
-                    self.packed[(obj, result.frame)] = np.packbits(mask.ravel())
+                    bits = np.packbits(mask.ravel())
+                    self.packed[(obj, result.frame)] = bits
+                    self.emitted_digests.setdefault((obj, result.frame), set()).add(mask_digest(bits))
                     self._rendered.pop((obj, result.frame), None)
 
     # ---- prompts -> engine ---------------------------------------------------------------------
-    def sync(self, predictor: VideoPredictor) -> int | None:
+    def sync(self, predictor: VideoPredictor, upto: int | None = None) -> int | None:
         """Apply the ledger to the engine; returns the earliest frame whose prompts changed (None: nothing did).
 
-        Objects left without prompts are removed with their results. The caller must hold no propagation open.
+        `upto`: apply mask prompts (corrections) only on frames <= upto (-1: none), for replaying a saved annotation
+        in the order it was made. Objects left without prompts are removed with their results. The caller must hold
+        no propagation open.
         """
         with self.lock:
-            new = self.ledger.prompts()
+            full = self.ledger.prompts()
+            new = full if upto is None else {k: p for k, p in full.items() if p.mask is None or k[1] <= upto}
             changes = changed_frames(self.applied, new)
             if not changes:
                 return None
@@ -100,9 +114,10 @@ class TaskTracker:
             for obj in [o for o in self.book.labels if o not in alive]:
                 if any(o == obj for o, _ in self.applied):
                     predictor.remove_object(self.session, obj)
-                self.book.forget(obj)
-                self.packed = {k: v for k, v in self.packed.items() if k[0] != obj}
-                self._rendered = {k: v for k, v in self._rendered.items() if k[0] != obj}
+                    self.packed = {k: v for k, v in self.packed.items() if k[0] != obj}
+                    self._rendered = {k: v for k, v in self._rendered.items() if k[0] != obj}
+                if obj not in {o for o, _ in full}:
+                    self.book.forget(obj)
             self.applied = new  # before the engine calls: `record` keeps mask prompts verbatim
             for obj, frame in changes:
                 if obj not in alive:
