@@ -142,6 +142,23 @@ def test_newer_prompt_cancels_the_older_job(app, client, media):
     assert kit.wait_job(client, 106, headers=AUTH)["state"] == "done"
 
 
+def test_resending_the_same_prompts_keeps_the_running_job(app, client, media):
+    """LS calls /predict again when a task is opened: unchanged prompts must not restart the propagation."""
+    _, size = media
+    service = app.config["SERVICE"]
+    box = kit.rect("r1", 0, 30, 20, 40, 60, size)
+    task = kit.frames_task(108, "cup", N, annotations=[{"id": 1, "result": [box]}])
+    service.settings = type(service.settings)(**{**service.settings.__dict__, "predict_time_budget_s": 0.5})
+    try:
+        kit.predict(client, task, kit.FRAMES_CONFIG, [box], headers=AUTH)
+        job = service.jobs.get(108)
+        kit.predict(client, task, kit.FRAMES_CONFIG, None, headers=AUTH)
+        assert service.jobs.get(108) is job and job.state in ("running", "done")
+    finally:
+        service.settings = type(service.settings)(**{**service.settings.__dict__, "predict_time_budget_s": 90})
+    assert kit.wait_job(client, 108, headers=AUTH)["frames_done"] == N
+
+
 def test_batch_mode_never_crashes(client, media):
     _, size = media
     empty = kit.frames_task(201, "cup", N)

@@ -177,20 +177,27 @@ class TrackingService:
         tracker = entry.tracker
         regions = parse_regions(raw, tracker.shape, num_frames=tracker.num_frames, frame_size=tracker.size)
         regions = [self._strip_emitted(r, entry) for r in regions]
-        self.jobs.cancel(tracker.task_id)
-        predictor = self.model.get()
         with tracker.lock:
             before = dict(tracker.ledger.entries), dict(tracker.book.labels), dict(tracker.book.by_key)
             try:
                 masks_on = self._reference_masks(entry) if replay else tracker.masks_on
-                tracker.ledger.upsert(regions, tracker.book, masks_on, lambda r: self._is_correction(r, entry),
-                                      replay=replay)
+                changed = tracker.ledger.upsert(regions, tracker.book, masks_on,
+                                                lambda r: self._is_correction(r, entry), replay=replay)
                 if interactive:
                     for rtype, label in {(_rtype(r), r.label) for r in regions}:
-                        tracker.ledger.remove_missing(regions, rtype, label)
+                        changed += tracker.ledger.remove_missing(regions, rtype, label)
             except Exception:  # nothing reached the engine yet: put the ledger back as it was
                 tracker.ledger.entries, tracker.book.labels, tracker.book.by_key = before
                 raise
+        job = self.jobs.get(tracker.task_id)
+        if not changed:  # e.g. LS re-sending a saved annotation: keep the job that is already on it
+            if job is not None and job.version == tracker.version and job.state in ("queued", "running", "done"):
+                return job, False
+            if not tracker.applied:
+                return None, False
+        self.jobs.cancel(tracker.task_id)  # outside the tracker lock: the job needs it to finish its frame
+        predictor = self.model.get()
+        with tracker.lock:
             fixes = sorted({f for (_, f), p in tracker.ledger.prompts().items() if p.mask is not None})
             if replay and fixes and not tracker.applied:
                 return self._replay(entry, fixes), True
@@ -201,12 +208,9 @@ class TrackingService:
                     self._drop(tracker.task_id)
                 raise
             if start is None:
-                job = self.jobs.get(tracker.task_id)
-                if job is not None and job.version == tracker.version and job.state in ("queued", "running", "done"):
-                    return job, False
                 if not tracker.applied:
                     return None, False
-                start = min(f for _, f in tracker.applied)
+                start = min(f for _, f in tracker.applied)  # the old job was cancelled or failed: run it again
             plan = tracker.passes(start)
         return self.jobs.start(tracker, plan, self._write), True
 
