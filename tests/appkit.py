@@ -75,6 +75,11 @@ def brush(rid: str, frame: int, mask: np.ndarray, label="Car") -> dict:
             "item_index": frame, "value": {"format": "rle", "rle": mask_to_rle(mask), "brushlabels": [label]}}
 
 
+def brushes(results: list[dict]) -> list[dict]:
+    """The brush-mask results (the backend also echoes the keypoint/rectangle prompts)."""
+    return [r for r in results if r["type"] == "brushlabels"]
+
+
 def masks_of(results: list[dict]) -> dict[tuple[str, int], np.ndarray]:
     """(region id, item_index) -> bool mask of every brush result."""
     return {(r["id"], r["item_index"]): rle_to_mask(r["value"]["rle"], r["original_height"], r["original_width"])

@@ -46,8 +46,10 @@ def test_box_and_negative_point_propagate_to_every_frame(app, client, media):
     resp = kit.predict(client, task, kit.FRAMES_CONFIG, ctx, headers=AUTH)
     assert resp.status_code == 200, resp.get_json()
     (pred,) = resp.get_json()["results"]
-    results = pred["result"]
+    results = kit.brushes(pred["result"])
     assert sorted(r["item_index"] for r in results) == list(range(N))  # one object, every frame
+    # the prompts come back too (LS drops a smart prompt once its suggestion is accepted)
+    assert {r["id"] for r in pred["result"] if r["type"] != "brushlabels"} == {"r1", "k1"}
     for r in results:
         assert r["id"] == f"sam2-1-{r['item_index']}" and r["type"] == "brushlabels"
         assert r["from_name"] == "mask" and r["to_name"] == "frames" and r["value"]["brushlabels"] == ["Car"]
@@ -93,7 +95,7 @@ def test_unchanged_accepted_masks_are_not_prompts(client, media):
     task = kit.frames_task(103, "cup", N)
     first = kit.predict(client, task, kit.FRAMES_CONFIG, [kit.rect("r1", 2, 30, 20, 40, 60, size)], headers=AUTH)
     kit.wait_job(client, 103, headers=AUTH)
-    results = first.get_json()["results"][0]["result"]
+    results = kit.brushes(first.get_json()["results"][0]["result"])
     masks = kit.masks_of(results)
     accepted = [kit.brush(r["id"], r["item_index"], masks[(r["id"], r["item_index"])]) for r in results]
     resp = client.post("/webhook", headers=AUTH, json={
@@ -109,7 +111,7 @@ def test_backward_propagation_from_a_middle_frame(client, media):
     kit.wait_job(client, 104, headers=AUTH)
     final = kit.predict(client, task, kit.FRAMES_CONFIG, None, headers=AUTH).get_json()["results"][0]["result"]
     assert resp.status_code == 200
-    assert sorted(r["item_index"] for r in final) == list(range(N))  # frames 0-9 came from the backward pass
+    assert sorted(r["item_index"] for r in kit.brushes(final)) == list(range(N))  # frames 0-9 came from the backward pass
 
 
 def test_two_objects_per_instance_labels_and_point_identity(app, client, media):
@@ -122,7 +124,7 @@ def test_two_objects_per_instance_labels_and_point_identity(app, client, media):
     tracker = app.config["SERVICE"]._entries[105].tracker
     assert tracker.book.labels == {1: "Car#1", 2: "Car#2"}
     assert {(o, f) for o, f in tracker.applied} == {(1, 0), (2, 3), (1, 6)}
-    metas = {r["meta"]["text"][0] for r in resp.get_json()["results"][0]["result"]}
+    metas = {r["meta"]["text"][0] for r in kit.brushes(resp.get_json()["results"][0]["result"])}
     assert metas == {"Car #1", "Car #2"}
 
 
@@ -172,7 +174,7 @@ def test_batch_mode_never_crashes(client, media):
     assert resp.status_code == 200
     results = [r["result"] for r in resp.get_json()["results"]]
     assert len(results) == 4 and results[0] == [] and results[2] == [] and results[3] == []
-    assert sorted(r["item_index"] for r in results[1]) == list(range(N))
+    assert sorted(r["item_index"] for r in kit.brushes(results[1])) == list(range(N))
 
 
 def test_metrics_count_requests_frames_and_sessions(client):

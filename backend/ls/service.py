@@ -189,6 +189,9 @@ class TrackingService:
             except Exception:  # nothing reached the engine yet: put the ledger back as it was
                 tracker.ledger.entries, tracker.book.labels, tracker.book.by_key = before
                 raise
+            for res in raw:
+                if isinstance(res, dict) and res.get("type") in _ECHOED and res.get("id") in tracker.ledger.entries:
+                    tracker.prompt_regions[res["id"]] = dict(res, origin="prediction")
         job = self.jobs.get(tracker.task_id)
         if not changed:  # e.g. LS re-sending a saved annotation: keep the job that is already on it
             if job is not None and job.version == tracker.version and job.state in ("queued", "running", "done"):
@@ -373,6 +376,9 @@ class TrackingService:
 
     def _count_frame(self) -> None:
         self.frames_propagated += 1
+
+
+_ECHOED = ("keypointlabels", "rectanglelabels")  # prompt regions returned with the masks (see TaskTracker)
 
 
 def _decode(result: Mapping):

@@ -49,6 +49,9 @@ class TaskTracker:
     version: int = 0  # bumped whenever prompts change: a result written for an older version is stale
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     emitted: dict[str, dict[int, Box]] = field(default_factory=dict)  # video region -> keyframe boxes we sent
+    # the annotator's keypoint/rectangle prompts as LS sent them: echoed in every result, because LS drops a smart
+    # prompt once its suggestion is accepted, and the saved annotation must keep it to rebuild the session
+    prompt_regions: dict[str, dict] = field(default_factory=dict)
     # every mask we produced per (object, frame), also superseded ones: an annotation saved before a re-propagation
     # still holds them, and they are accepted output, not corrections
     emitted_digests: dict[tuple[int, int], set[bytes]] = field(default_factory=dict)
@@ -175,7 +178,7 @@ class TaskTracker:
 
     def _brush_results(self, shape: FramesShape) -> list[dict]:
         w, h = self.size
-        out = []
+        out = [r for rid, r in self.prompt_regions.items() if rid in self.ledger.entries]
         for obj, frame in sorted(self.packed, key=lambda k: (k[1], k[0])):
             res = self._rendered.get((obj, frame))
             if res is None:

@@ -60,7 +60,7 @@ def tracked(label_studio, frames_project):
     project, ml, tasks, size = frames_project
     ctx = [kit.rect("e2e-box", 0, 25, 25, 50, 50, size), kit.point("e2e-neg", 5, 50, 50, size, positive=False)]
     answer = api.interactive(ml, tasks[0], ctx)
-    prediction = _wait_prediction(api, tasks[0], lambda p: len(p["result"]) == N)
+    prediction = _wait_prediction(api, tasks[0], lambda p: len(kit.brushes(p["result"])) == N)
     return answer, prediction, ctx
 
 
@@ -74,7 +74,8 @@ def test_ls_connected_the_backend_and_its_webhook(label_studio, frames_project, 
 
 def test_interactive_box_and_negative_point_return_every_frame(tracked):
     answer, _, _ = tracked
-    results = answer["data"]["result"]
+    results = kit.brushes(answer["data"]["result"])
+    assert {r["id"] for r in answer["data"]["result"]} - {r["id"] for r in results} == {"e2e-box", "e2e-neg"}
     assert sorted(r["item_index"] for r in results) == list(range(N))
     assert {r["id"] for r in results} == {f"sam2-1-{i}" for i in range(N)}
     for r in results:
@@ -99,7 +100,7 @@ def test_corrected_mask_repropagates_and_keeps_earlier_frames(label_studio, fram
     h, w = corrected.shape
     corrected[: h // 2, :] = False  # the annotator erases the top half ...
     corrected[h // 2:, : w // 4] = True  # ... and paints a block on the left
-    result = [r for r in prediction["result"] if r["item_index"] != K] + ctx
+    result = [r for r in prediction["result"] if r["item_index"] != K or r["type"] != "brushlabels"]
     result.append(kit.brush(f"sam2-1-{K}", K, corrected))
     for r in result:
         r.pop("score", None)
