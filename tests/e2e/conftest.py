@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.backend_server import BackendServer, start_backend
 from tests.e2e.ls_server import LS_BIN, LabelStudioServer, start_label_studio
 
 logger = logging.getLogger(__name__)
@@ -37,3 +38,15 @@ def label_studio(tmp_path_factory) -> LabelStudioServer:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def backend(label_studio, model_128_f32, tmp_path_factory) -> BackendServer:
+    """The backend under gunicorn (docker/entrypoint.sh) wired to `label_studio`, with basic auth; its log must end
+    without a traceback."""
+    server = start_backend(model_128_f32, tmp_path_factory.mktemp("backend"), ls_url=label_studio.url,
+                           token=label_studio.token, media_root=label_studio.media_root)
+    yield server
+    server.stop()
+    log = server.log()
+    assert "Traceback" not in log, log[-4000:]

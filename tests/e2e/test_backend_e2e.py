@@ -8,33 +8,21 @@ import pytest
 
 from backend.ls.rle import rle_to_mask
 from tests import appkit as kit
-from tests.e2e.backend_server import AUTH, start_backend
-from tests.e2e.ls_server import FRAMES_CONFIG, VIDEO_CONFIG
+from tests.e2e.backend_server import AUTH
+from tests.e2e.frames_setup import create_frames_project, frame_urls
+from tests.e2e.ls_server import VIDEO_CONFIG
 
 N = 24  # frames per frames task (box.mp4)
 K = 12  # the corrected frame
 
 
 @pytest.fixture(scope="module")
-def backend(label_studio, model_128_f32, tmp_path_factory):
-    server = start_backend(model_128_f32, tmp_path_factory.mktemp("backend"), ls_url=label_studio.url,
-                           token=label_studio.token, media_root=label_studio.media_root)
-    yield server
-    server.stop()
-    log = server.log()
-    assert "Traceback" not in log, log[-4000:]
-
-
-@pytest.fixture(scope="module")
 def frames_project(label_studio, backend, clips_dir):
-    api, root = label_studio.api, label_studio.media_root
-    size = kit.extract_frames(clips_dir / "box.mp4", root / "box", N)
-    project = api.create_project("frames e2e", FRAMES_CONFIG)
-    api.add_local_storage(project, root / "box", sync=False)
-    frames = [f"/data/local-files/?d=box/{i:05d}.jpg" for i in range(N)]
-    tasks = api.import_tasks(project, [{"frames": frames, "video": "box.mp4"}, {"frames": frames[:6]}])
-    ml = api.connect_ml(project, backend.url, basic_auth=AUTH)
-    return project, ml, tasks, size
+    frames = frame_urls("box", N)
+    p = create_frames_project(label_studio.api, label_studio.media_root, clips_dir / "box.mp4", backend.url, count=N,
+                              folder="box", title="frames e2e",
+                              task_data=[{"frames": frames, "video": "box.mp4"}, {"frames": frames[:6]}])
+    return p.project, p.ml, p.tasks, p.size
 
 
 def _results_by_frame(results: list[dict]) -> dict[int, np.ndarray]:
