@@ -32,8 +32,10 @@ if [ ! -x "$CHROMIUM" ]; then
 fi
 
 # -- node + playwright-core
-command -v node >/dev/null && command -v npm >/dev/null || {
-  echo "install_browser: node and npm are needed (node >= 20); install them (e.g. apt-get install nodejs npm)" >&2; exit 1; }
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "install_browser: node and npm are needed (node >= 20); install them (e.g. apt-get install nodejs npm)" >&2
+  exit 1
+fi
 node -e 'process.exit(parseInt(process.versions.node) >= 20 ? 0 : 1)' || {
   echo "install_browser: node $(node --version) is too old; playwright-core needs node >= 20" >&2; exit 1; }
 in_sync() {  # node_modules holds exactly the playwright-core version package-lock.json pins
