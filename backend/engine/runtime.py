@@ -34,9 +34,9 @@ def resolve_precision(requested: str, hint: str, cpu_capabilities: list[str]) ->
     want = hint if requested == "auto" else requested
     if want == "bf16" and "BF16" not in cpu_capabilities:
         if requested == "bf16":
-            log.warning("this CPU has no bf16 support; OpenVINO will emulate it slowly")
-        else:
-            want = "f32"
+            log.warning("this CPU has no bf16 support (capabilities: %s); OpenVINO runs the graphs in f32",
+                        ", ".join(cpu_capabilities))
+        want = "f32"
     return want
 
 
