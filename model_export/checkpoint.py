@@ -87,7 +87,8 @@ def download(url: str, dest: Path, *, timeout: float = 30.0, session: requests.S
             with open(part, mode) as f:
                 for block in resp.iter_content(CHUNK):
                     f.write(block)
-        except (requests.ConnectionError, requests.Timeout) as e:
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+            # a connection dropped mid-body surfaces as ChunkedEncodingError (urllib3 IncompleteRead)
             raise CheckpointError(
                 f"download interrupted ({type(e).__name__}) after {part.stat().st_size} bytes; "
                 f"run the same command again to resume"
