@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
     metrics = Metrics()
     metrics.gauge("sam2_active_sessions", "Tracked videos held in memory", service.active_sessions)
     metrics.gauge("sam2_running_jobs", "Propagation jobs queued or running", service.jobs.running)
-    metrics.counter_fn("sam2_frames_propagated_total", "Frames propagated since start",
+    metrics.gauge("sam2_frames_propagated_total", "Frames propagated since start",
                        lambda: service.frames_propagated)
     metrics.gauge("sam2_feature_cache_bytes", "Bytes of image features in the cache",
                   lambda: service.model.get(0).features.nbytes if service.model.state == "ready" else 0)

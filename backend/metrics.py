@@ -15,9 +15,5 @@ class Metrics:
                                  buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 20, 40, 100), registry=self.registry)
 
     def gauge(self, name: str, doc: str, read: Callable[[], float]) -> None:
-        """A gauge read at scrape time (cache bytes, sessions, jobs)."""
-        Gauge(name, doc, registry=self.registry).set_function(read)
-
-    def counter_fn(self, name: str, doc: str, read: Callable[[], float]) -> None:
-        """A monotonic value read at scrape time, exposed as a gauge named *_total (e.g. frames propagated)."""
+        """A value read at scrape time (cache bytes, sessions, jobs; also the frames-propagated total)."""
         Gauge(name, doc, registry=self.registry).set_function(read)

@@ -1,7 +1,7 @@
 """Background propagation jobs: one per task at a time, cancellable between frames, progress observable.
 
 A job runs a tracker's propagation plan on a worker thread, records every frame into the tracker and calls
-`on_progress` every `write_interval_s` and once at the end (the service writes the growing prediction into LS
+`writer` every `write_interval_s` and once at the end (the service writes the growing prediction into LS
 there). Starting a job for a task cancels that task's running job first: the newest prompt wins.
 """
 from __future__ import annotations
@@ -36,7 +36,6 @@ class Job:
     finished_at: float | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
     finished: threading.Event = field(default_factory=threading.Event, repr=False)
-    progress: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -110,9 +109,7 @@ class JobManager:
                         for result in gen:
                             tracker.record(result)
                             self.on_frame()
-                            with job.progress:
-                                job.done += 1
-                                job.progress.notify_all()
+                            job.done += 1
                             if job.cancel_event.is_set():
                                 break
                             if time.monotonic() - last_write >= self.write_interval_s:
@@ -134,8 +131,6 @@ class JobManager:
             logger.exception("task %s: propagation failed", job.task_id)
         finally:
             job.finished_at = time.time()
-            with job.progress:
-                job.progress.notify_all()
             job.finished.set()
 
     @staticmethod
