@@ -19,10 +19,10 @@ from werkzeug.exceptions import HTTPException
 from backend.engine import FrameError, PromptError, SessionBusy
 from backend.ls.errors import BackendError
 from backend.ls.lsclient import LabelStudioClient
-from backend.ls.media import MediaResolver
-from backend.ls.model import ModelHolder
 from backend.ls.service import TrackingService
 from backend.metrics import Metrics
+from backend.serving.media import MediaResolver
+from backend.serving.model import ModelHolder
 from backend.settings import Settings
 
 logger = logging.getLogger(__name__)

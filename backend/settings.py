@@ -15,7 +15,7 @@ Every variable (units in the name or the comment; defaults in brackets):
 - BASIC_AUTH_USER / BASIC_AUTH_PASS: when both are set, every route but /health needs HTTP basic auth.
 - MODEL_VERSION: the model_version reported to LS [derived from the manifest: model, precision, weights].
 - LOG_LEVEL [INFO]. PORT [9090] and THREADS [8] are read by docker/entrypoint.sh (gunicorn), WORKERS must be 1.
-- Media (see backend.ls.media.MediaSettings.from_env): LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY (legacy token or
+- Media (see backend.serving.media.MediaSettings.from_env): LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY (legacy token or
   personal access token), MEDIA_CACHE_DIR, MEDIA_CACHE_MAX_MB, MEDIA_MAX_FILE_MB, ALLOWED_MEDIA_HOSTS,
   LOCAL_FILES_DOCUMENT_ROOT, MEDIA_TIMEOUT_S.
 """
@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.ls.media import MediaSettings
+from backend.serving.media import MediaSettings
 
 
 class SettingsError(ValueError):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from backend.app import create_app
-from backend.ls.media import MediaResolver, MediaSettings
+from backend.serving.media import MediaResolver, MediaSettings
 from backend.settings import Settings
 from tests import appkit as kit
 from tests import models

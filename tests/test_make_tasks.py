@@ -90,7 +90,7 @@ def test_local_files_url_encodes_like_label_studio():
     url = local_files_url(Path(rel))
     assert url == "/data/local-files/?d=my%20clips/vid%C3%A9%20o%231%26x%2By%3F/00000.jpg"
     assert url == "/data/local-files/?d=" + quote(rel)  # LS's LocalFilesImportStorage.get_data does exactly this
-    # what LS (and backend.ls.media) decode from the query string is the original relative path
+    # what LS (and backend.serving.media) decode from the query string is the original relative path
     assert parse_qs(urlsplit(url).query)["d"] == [rel]
 
 

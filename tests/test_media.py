@@ -12,7 +12,7 @@ from werkzeug.wrappers import Response
 
 from backend.ls.errors import MediaError
 from backend.ls.lsclient import TokenProvider
-from backend.ls.media import MediaResolver, MediaSettings
+from backend.serving.media import MediaResolver, MediaSettings
 from tests.fakehttp import LEGACY, FakeHost, closed_port_url, make_jwt
 
 

@@ -8,7 +8,7 @@ import pytest
 from werkzeug.wrappers import Response
 
 from backend.ls.errors import MediaError
-from backend.ls.media import MediaResolver, MediaSettings
+from backend.serving.media import MediaResolver, MediaSettings
 from tests.fakehttp import LEGACY
 
 

@@ -1,31 +1,12 @@
-"""Errors the adapter turns into HTTP answers: each carries the status that says whose fault it is."""
+"""Label Studio errors; the generic ones (with whose-fault statuses) live in `backend.serving.errors`."""
 from __future__ import annotations
 
+from backend.serving.errors import BackendError, BadRequest, MediaError
 
-class BackendError(Exception):
-    """Base class: `status` is the HTTP status, `str(e)` the one-sentence message for the client."""
-
-    status = 500
-
-    def __init__(self, message: str, *, status: int | None = None):
-        super().__init__(message)
-        if status is not None:
-            self.status = status
-
-
-class BadRequest(BackendError):
-    """The request itself is wrong (missing fields, unknown label, frame past the end): 400."""
-
-    status = 400
+__all__ = ["BackendError", "BadRequest", "LabelConfigError", "MediaError"]
 
 
 class LabelConfigError(BadRequest):
     """The project's label config has no tag pair this backend supports: 400 (the caller must fix the config)."""
 
     status = 400
-
-
-class MediaError(BackendError):
-    """A task's media could not be fetched or decoded; status set by cause (400 bad/corrupt, 403 host not allowed, 502 upstream)."""
-
-    status = 502

@@ -19,15 +19,15 @@ import numpy as np
 
 from backend.ls import taskio
 from backend.ls.errors import BadRequest, BackendError
-from backend.ls.jobs import Job, JobManager
 from backend.ls.labelconfig import TaskShape, VideoShape, parse_label_config
 from backend.ls.lsclient import LabelStudioClient
-from backend.ls.media import MediaResolver
-from backend.ls.model import ModelHolder
 from backend.ls.prompts import mask_differs, parse_brush_region_id
 from backend.ls.regions import BrushRegion, Region, VideoRectRegion, parse_regions
 from backend.ls.rle import rle_to_mask
-from backend.ls.tasktrack import Pass, TaskTracker, mask_digest
+from backend.ls.tasktrack import TaskTracker, mask_digest
+from backend.serving.jobs import Job, JobManager, Pass
+from backend.serving.media import MediaResolver
+from backend.serving.model import ModelHolder
 from backend.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from backend.engine import FrameError, ImageSequenceSource, VideoFileSource
 from backend.engine.frames import FrameSource
 from backend.ls.errors import BadRequest, MediaError
 from backend.ls.labelconfig import FramesShape, TaskShape
-from backend.ls.media import MediaResolver
+from backend.serving.media import MediaResolver
 
 logger = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from backend.ls.geometry import Box
 from backend.ls.labelconfig import FramesShape, TaskShape, VideoShape
 from backend.ls.prompts import FramePrompt, Ledger, ObjectBook, brush_region_id, changed_frames
 from backend.ls.results import box_sequence, brush_result, mask_to_box, videorectangle_result
+from backend.serving.jobs import Pass
 
 logger = logging.getLogger(__name__)
 
@@ -26,14 +27,6 @@ logger = logging.getLogger(__name__)
 def mask_digest(packed_bits: np.ndarray) -> bytes:
     """Identity of a bit-packed mask (np.packbits of the HxW mask, row-major)."""
     return hashlib.blake2b(packed_bits.tobytes(), digest_size=16).digest()
-
-
-@dataclass(frozen=True)
-class Pass:
-    """One propagation run: from 0-based `start`, forward or backward (to the end or to frame 0)."""
-
-    start: int
-    reverse: bool = False
 
 
 @dataclass

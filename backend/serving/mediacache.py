@@ -7,7 +7,7 @@ sets it to now, and eviction deletes the oldest-mtime unpinned files until the t
 Pins are a per-name refcount: `acquire` pins the entry and the caller `release`s it when it no longer needs the file.
 A pinned file is never evicted, so the cache may exceed `max_bytes` while files are in use (a warning is logged).
 Single flight: concurrent `acquire`s of one name run `fill` once; the others wait and share its result or error.
-All of this is per process (see backend/ls/media.py for what that means with several gunicorn workers).
+All of this is per process (see backend/serving/media.py for what that means with several gunicorn workers).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.ls.errors import MediaError
+from backend.serving.errors import MediaError
 
 logger = logging.getLogger(__name__)
 

@@ -12,11 +12,33 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from backend.engine import VideoPredictor
-from backend.ls.tasktrack import Pass, TaskTracker
+from backend.engine import FrameResult, VideoPredictor, VideoSession
 
 logger = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One propagation run: from 0-based `start`, forward or backward (to the end or to frame 0)."""
+
+    start: int
+    reverse: bool = False
+
+
+class TaskTracker(Protocol):
+    """What a job needs of an adapter's per-task tracker (the LS one is `backend.ls.tasktrack.TaskTracker`)."""
+
+    task_id: int
+    version: int
+    session: VideoSession
+
+    def frames_in(self, plan: list[Pass]) -> int: ...
+
+    def record(self, result: FrameResult) -> None: ...
+
 
 Writer = Callable[["Job", bool], None]  # (job, final) -> None
 Stage = Callable[[], list[Pass]]  # runs on the job thread before its passes (e.g. pushes prompts into the engine)

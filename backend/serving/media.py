@@ -13,7 +13,7 @@ Redirects are followed by hand (at most 5): each target must again be the LS hos
 presigned redirect to `bucket.s3.amazonaws.com` needs ALLOWED_MEDIA_HOSTS to list it (e.g. `*.amazonaws.com`). The LS
 Authorization header goes only to the LS origin (same host and port), never to a redirect target elsewhere.
 
-Cache (backend/ls/mediacache.py): key = normalized URL (lower-case scheme/host; default port, fragment and user:password
+Cache (backend/serving/mediacache.py): key = normalized URL (lower-case scheme/host; default port, fragment and user:password
 dropped; relative LS paths joined to LABEL_STUDIO_URL; cloud URIs as written, not the expiring presigned URL). LRU by
 last use under `max_cache_bytes`; files pinned by a running `fetch`/`fetch_many` or a `pinned()` block are not evicted.
 """
@@ -34,9 +34,9 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 
-from backend.ls.errors import MediaError
-from backend.ls.lsclient import TokenProvider
-from backend.ls.mediacache import MediaCache, entry_name, write_atomic
+from backend.serving.errors import MediaError
+from backend.serving.mediacache import MediaCache, entry_name, write_atomic
+from backend.serving.tokens import TokenProvider
 
 logger = logging.getLogger(__name__)
 

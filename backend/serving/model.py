@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from backend.engine import EngineSettings, VideoPredictor
-from backend.ls.errors import BackendError
+from backend.serving.errors import BackendError
 from backend.settings import Settings
 
 logger = logging.getLogger(__name__)
