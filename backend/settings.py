@@ -15,13 +15,14 @@ Every variable (units in the name or the comment; defaults in brackets):
 - BASIC_AUTH_USER / BASIC_AUTH_PASS: when both are set, every route but /health needs HTTP basic auth.
 - MODEL_VERSION: the model_version reported to LS [derived from the manifest: model, precision, weights].
 - LOG_LEVEL [INFO]. PORT [9090] and THREADS [8] are read by docker/entrypoint.sh (gunicorn), WORKERS must be 1.
-- Media (see backend.serving.media.MediaSettings.from_env): LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY (legacy token or
-  personal access token), MEDIA_CACHE_DIR, MEDIA_CACHE_MAX_MB, MEDIA_MAX_FILE_MB, ALLOWED_MEDIA_HOSTS,
-  LOCAL_FILES_DOCUMENT_ROOT, MEDIA_TIMEOUT_S.
+- Media (see `media_from_env` below): LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY (legacy token or personal access
+  token), MEDIA_CACHE_DIR, MEDIA_CACHE_MAX_MB, MEDIA_MAX_FILE_MB, ALLOWED_MEDIA_HOSTS, LOCAL_FILES_DOCUMENT_ROOT,
+  MEDIA_TIMEOUT_S, MEDIA_TOTAL_TIMEOUT_S, MEDIA_MAX_FRAME_PIXELS, MEDIA_MAX_VIDEO_FRAMES.
 """
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -87,7 +88,7 @@ class Settings:
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise SettingsError(f"LOG_LEVEL={level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         try:
-            media = MediaSettings.from_env(env)
+            media = media_from_env(env)
         except ValueError as e:
             raise SettingsError(str(e)) from None
         data_dir = Path(env.get("DATA_DIR") or Path(tempfile.gettempdir()) / "sam2-ls")
@@ -107,3 +108,34 @@ class Settings:
             log_level=level,
             media=media,
         )
+
+
+# ---- media security and limits (backend/serving/media.py; README "Media security and limits") ----------------------
+def media_from_env(env: Mapping[str, str] = os.environ) -> MediaSettings:
+    """MediaSettings from the environment; SettingsError naming the variable when a value is malformed.
+
+    MEDIA_CACHE_MAX_MB [2048]: bytes on disk for cached media, in-flight downloads included (a task needing more: 413).
+    MEDIA_MAX_FILE_MB [1024]: one file. MEDIA_TIMEOUT_S [30]: per connect and per read.
+    MEDIA_TOTAL_TIMEOUT_S [600]: one whole download (and a wait for another request's download of the same file).
+    MEDIA_MAX_FRAME_PIXELS [33177600 = 7680x4320]: width x height of a frame image or video (decompression bombs).
+    MEDIA_MAX_VIDEO_FRAMES [100000]: frames of one video (more: 400). ALLOWED_MEDIA_HOSTS: comma/space separated.
+    """
+    mb = 1 << 20
+    try:
+        return MediaSettings(
+            ls_url=env.get("LABEL_STUDIO_URL") or None,
+            api_key=env.get("LABEL_STUDIO_API_KEY") or None,
+            cache_dir=Path(env.get("MEDIA_CACHE_DIR") or Path(tempfile.gettempdir()) / "sam2-ls-media"),
+            max_cache_bytes=int(_num(env, "MEDIA_CACHE_MAX_MB", 2048, minimum=1) * mb),
+            max_file_bytes=int(_num(env, "MEDIA_MAX_FILE_MB", 1024, minimum=0.001) * mb),
+            allowed_hosts=tuple(re.split(r"[,\s]+", env.get("ALLOWED_MEDIA_HOSTS", "").strip())),
+            local_files_root=env.get("LOCAL_FILES_DOCUMENT_ROOT") or None,
+            timeout_s=_num(env, "MEDIA_TIMEOUT_S", 30.0, minimum=0.1),
+            total_timeout_s=_num(env, "MEDIA_TOTAL_TIMEOUT_S", 600.0, minimum=1),
+            max_frame_pixels=int(_num(env, "MEDIA_MAX_FRAME_PIXELS", 7680 * 4320, minimum=1, integer=True)),
+            max_video_frames=int(_num(env, "MEDIA_MAX_VIDEO_FRAMES", 100_000, minimum=1, integer=True)),
+        )
+    except SettingsError:
+        raise
+    except ValueError as e:
+        raise SettingsError(str(e)) from None

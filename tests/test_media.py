@@ -49,6 +49,7 @@ def test_local_files_with_root_are_read_in_place(make, ls, tmp_path):
     resolver = make(local_files_root=root)
     for url in ("/data/local-files/?d=frames/0001.jpg", "/data/local-files/?d=/frames%2F0001.jpg"):
         assert resolver.fetch(url, task_id=1) == (root / "frames" / "0001.jpg").resolve()
+        assert make(local_files_root=root, ls_url=None).fetch(url, task_id=1).read_bytes() == b"JPEG"
     with pytest.raises(MediaError) as err:
         resolver.fetch("/data/local-files/?d=frames/missing.jpg", task_id=1)
     assert err.value.status == 404 and "LOCAL_FILES_DOCUMENT_ROOT" in str(err.value)
@@ -140,7 +141,7 @@ def test_redirect_loop_is_502(make, ls, other):
     ("file:///etc/passwd", 1, "not supported"),
     ("/api/projects/", 1, "not a Label Studio media path"),
     ("http:///nohost", 1, "no host"),
-    ("", 1, "not supported"),
+    ("", 1, "empty"),
 ])
 def test_bad_urls_are_400(make, ls, url, task_id, words):
     with pytest.raises(MediaError) as err:
@@ -233,6 +234,24 @@ def test_settings_from_env(tmp_path):
     assert s.allowed_hosts == ("a.example.com", "*.s3.amazonaws.com")
     d = MediaSettings.from_env({})
     assert d.ls_url is None and d.allowed_hosts == () and d.local_files_root is None
+    assert d.total_timeout_s == 600 and d.max_frame_pixels == 7680 * 4320 and d.max_video_frames == 100_000
+    s = MediaSettings.from_env({"MEDIA_TOTAL_TIMEOUT_S": "90", "MEDIA_MAX_FRAME_PIXELS": "1000000",
+                                "MEDIA_MAX_VIDEO_FRAMES": "500"})
+    assert (s.total_timeout_s, s.max_frame_pixels, s.max_video_frames) == (90, 1_000_000, 500)
+
+
+@pytest.mark.parametrize("env, name", [
+    ({"MEDIA_TOTAL_TIMEOUT_S": "soon"}, "MEDIA_TOTAL_TIMEOUT_S"),
+    ({"MEDIA_CACHE_MAX_MB": "0"}, "MEDIA_CACHE_MAX_MB"),
+    ({"MEDIA_MAX_FRAME_PIXELS": "1.5"}, "MEDIA_MAX_FRAME_PIXELS"),
+    ({"MEDIA_MAX_VIDEO_FRAMES": "-1"}, "MEDIA_MAX_VIDEO_FRAMES"),
+    ({"LABEL_STUDIO_URL": "http://evil\\@ls:8080"}, "LABEL_STUDIO_URL"),
+    ({"LABEL_STUDIO_URL": "ls:8080"}, "LABEL_STUDIO_URL"),
+])
+def test_bad_media_settings_fail_fast_naming_the_variable(env, name):
+    from backend.settings import SettingsError
+    with pytest.raises(SettingsError, match=name):
+        MediaSettings.from_env(env)
 
 
 def test_resolver_accepts_an_explicit_token_provider(tmp_path, ls):

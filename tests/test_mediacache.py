@@ -9,7 +9,7 @@ from werkzeug.wrappers import Response
 
 from backend.ls.errors import MediaError
 from backend.serving.media import MediaResolver, MediaSettings
-from tests.fakehttp import LEGACY
+from tests.fakehttp import LEGACY, FakeHost
 
 
 def cache_files(resolver: MediaResolver) -> list[str]:
@@ -123,25 +123,32 @@ def test_lru_eviction_keeps_cache_under_cap_and_evicts_least_recently_used(make,
     assert len(ls.hits("/data/upload/1/b.jpg")) == 2 and len(ls.hits("/data/upload/1/a.jpg")) == 1
 
 
-def test_fetch_many_keeps_its_files_pinned_until_it_returns(make, ls):
+def test_fetch_many_files_stay_pinned_and_a_task_over_the_cap_is_413_naming_the_setting(make, ls):
+    # before: the three pinned files (300 bytes) were all kept, over the 250-byte cap, "because they are in use"
     for name in "abcd":
         ls.serve(f"/data/upload/1/{name}.jpg", name.encode() * 100)
-    resolver = make(max_cache_bytes=150)
-    paths = resolver.fetch_many([f"/data/upload/1/{n}.jpg" for n in "abc"], task_id=1, workers=1)
-    assert all(p.exists() for p in paths)  # 300 bytes > cap, but all in use by this call
-    resolver.fetch("/data/upload/1/d.jpg", task_id=1)  # now unpinned: eviction catches up
-    assert [p.name for p in resolver.settings.cache_dir.iterdir()] == [resolver.fetch(
-        "/data/upload/1/d.jpg", task_id=1).name]
+    resolver = make(max_cache_bytes=250)
+    paths = resolver.fetch_many([f"/data/upload/1/{n}.jpg" for n in "ab"], task_id=1, workers=1)
+    assert all(p.exists() for p in paths)
+    with pytest.raises(MediaError) as err:
+        resolver.fetch_many([f"/data/upload/1/{n}.jpg" for n in "abc"], task_id=1, workers=1)
+    assert err.value.status == 413 and "MEDIA_CACHE_MAX_MB" in str(err.value)
+    assert resolver.cache.nbytes <= 250 and sum(p.stat().st_size for p in resolver.settings.cache_dir.iterdir()) <= 250
+    resolver.fetch("/data/upload/1/d.jpg", task_id=1)  # nothing pinned now: eviction makes room
+    assert sum(p.stat().st_size for p in resolver.settings.cache_dir.iterdir()) <= 250
 
 
-def test_pinned_block_protects_files_fetched_earlier(make, ls):
+def test_pinned_files_are_kept_and_the_cap_still_holds(make, ls):
+    # before: fetching b while a was pinned left 200 bytes in a 150-byte cache
     for name in "abc":
         ls.serve(f"/data/upload/1/{name}.jpg", name.encode() * 100)
     resolver = make(max_cache_bytes=150)
     pa = resolver.fetch("/data/upload/1/a.jpg", task_id=1)
     with resolver.pinned([pa]):
-        resolver.fetch("/data/upload/1/b.jpg", task_id=1)
-        assert pa.exists()
+        with pytest.raises(MediaError) as err:
+            resolver.fetch("/data/upload/1/b.jpg", task_id=1)
+        assert err.value.status == 507 and "MEDIA_CACHE_MAX_MB" in str(err.value)
+        assert pa.exists() and [p.name for p in resolver.settings.cache_dir.iterdir()] == [pa.name]
     resolver.fetch("/data/upload/1/c.jpg", task_id=1)
     assert not pa.exists()
 
@@ -173,3 +180,152 @@ def test_unwritable_cache_dir_is_a_500_naming_the_setting(tmp_path, ls):
     with pytest.raises(MediaError) as err:
         resolver.fetch("/data/upload/1/a.jpg", task_id=1)
     assert err.value.status == 500 and "MEDIA_CACHE_DIR" in str(err.value)
+
+
+# -- the byte cap holds in every case (issue 9, High 4) -------------------------------------------------------------
+
+def test_query_variants_of_one_ls_upload_are_one_cache_entry_and_one_download(make, ls):
+    # before: big.jpg?n=1..20 made 20 downloads and 20 cache files of the same upload
+    ls.serve("/data/upload/1/big.jpg", b"B" * 1000)
+    resolver = make()
+    paths = {resolver.fetch(f"/data/upload/1/big.jpg?n={i}", task_id=1) for i in range(20)}
+    assert len(paths) == 1 and len(ls.seen) == 1 and ls.seen[0]["args"] == {}
+    assert len(cache_files(resolver)) == 1
+
+
+def test_presigned_variants_of_one_object_are_one_cache_entry(make):
+    bucket = FakeHost("localhost")
+    try:
+        bucket.serve("/bucket/v.mp4", b"V" * 100)
+        resolver = make(allowed_hosts=("localhost",))
+        for sig in ("a", "b", "c"):
+            resolver.fetch(f"{bucket.url}/bucket/v.mp4?X-Amz-Signature={sig}&X-Amz-Expires=60&versionId=1", task_id=1)
+        assert len(bucket.seen) == 1 and len(cache_files(resolver)) == 1
+        assert bucket.seen[0]["args"]["X-Amz-Signature"] == "a"  # the request keeps its signature, only the key drops it
+        resolver.fetch(f"{bucket.url}/bucket/v.mp4?X-Amz-Signature=d&versionId=2", task_id=1)  # another version
+        assert len(bucket.seen) == 2
+    finally:
+        bucket.close()
+
+
+def test_an_in_flight_download_counts_against_the_cap_and_is_aborted_past_it(make, ls):
+    # before: .part files were not counted, so a pinned 600 B file + a 600 B download sat in a 1000 B cache
+    sent = []
+
+    def stream(_request):
+        def gen():
+            for _ in range(12):
+                sent.append(1)
+                yield b"y" * 50
+        return Response(gen(), content_type="application/octet-stream")  # no Content-Length: reserved as it grows
+
+    ls.serve("/data/upload/1/a.mp4", b"a" * 600)
+    ls.routes["/data/upload/1/b.mp4"] = stream
+    resolver = make(max_cache_bytes=1000)
+    pa = resolver.fetch("/data/upload/1/a.mp4", task_id=1)
+    with resolver.pinned([pa]):
+        with pytest.raises(MediaError) as err:
+            resolver.fetch("/data/upload/1/b.mp4", task_id=2)
+        assert err.value.status == 507 and "MEDIA_CACHE_MAX_MB" in str(err.value)
+    assert cache_files(resolver) == [pa.name] and resolver.cache.nbytes == 600  # no .part left, reservation returned
+    assert resolver.fetch("/data/upload/1/b.mp4", task_id=2).stat().st_size == 600  # unpinned: a is evicted
+    assert not pa.exists() and resolver.cache.nbytes == 600
+
+
+def test_a_single_file_larger_than_the_cache_is_413_before_its_body_is_read(make, ls):
+    ls.serve("/data/upload/1/big.mp4", b"x" * 2000)
+    resolver = make(max_cache_bytes=1000)
+    with pytest.raises(MediaError) as err:
+        resolver.fetch("/data/upload/1/big.mp4", task_id=1)
+    assert err.value.status == 413 and "MEDIA_CACHE_MAX_MB" in str(err.value) and cache_files(resolver) == []
+
+
+def test_leftover_part_files_are_deleted_at_start_and_old_entries_are_indexed(make, ls, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / ".part-crashed1").write_bytes(b"p" * 500)
+    (cache / ("0" * 24 + "_old.jpg")).write_bytes(b"o" * 300)
+    resolver = make()
+    assert cache_files(resolver) == ["0" * 24 + "_old.jpg"] and resolver.cache.nbytes == 300
+
+
+def test_existing_entries_over_a_lowered_cap_are_evicted_at_start(make, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for i, name in enumerate("abc"):
+        (cache / f"{name}.jpg").write_bytes(b"x" * 400)
+        os.utime(cache / f"{name}.jpg", ns=(10**18 + i, 10**18 + i))
+    resolver = make(max_cache_bytes=900)
+    assert cache_files(resolver) == ["b.jpg", "c.jpg"]  # a was least recently used
+
+
+# -- deadlines (issue 9, High 3) --------------------------------------------------------------------------------------
+
+def test_a_server_dripping_bytes_is_cut_at_the_total_deadline(make, ls):
+    # before: only the per-read timeout applied, so one byte per 0.2 s kept the download (and its thread) going
+    def drip(_request):
+        def gen():
+            for _ in range(100):
+                time.sleep(0.2)
+                yield b"d"
+        return Response(gen(), content_type="application/octet-stream")
+
+    ls.routes["/data/upload/1/drip.mp4"] = drip
+    resolver = make(timeout_s=1.0, total_timeout_s=1.5)
+    t0 = time.monotonic()
+    with pytest.raises(MediaError) as err:
+        resolver.fetch("/data/upload/1/drip.mp4", task_id=1)
+    assert err.value.status == 504 and "MEDIA_TOTAL_TIMEOUT_S" in str(err.value)
+    assert time.monotonic() - t0 < 4 and cache_files(resolver) == [] and resolver.cache.nbytes == 0
+
+
+def test_headers_dripping_forever_are_cut_at_the_total_deadline(tmp_path):
+    import socket
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            while not stop.is_set():
+                try:
+                    conn.sendall(b"X")  # a header line that never ends, one byte per 0.2 s (< the read timeout)
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"
+    resolver = MediaResolver(MediaSettings(ls_url=url, api_key=LEGACY, cache_dir=tmp_path / "c", timeout_s=1.0,
+                                           total_timeout_s=1.5))
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(MediaError) as err:
+            resolver.fetch("/data/upload/1/a.mp4", task_id=1)
+    finally:
+        stop.set()
+        server.close()
+    assert err.value.status == 504 and time.monotonic() - t0 < 4
+
+
+def test_a_waiter_on_a_shared_download_waits_with_a_deadline(tmp_path):
+    # before: flight.done.wait() had no timeout, so a stuck leader held every waiter forever
+    from backend.serving.mediacache import MediaCache
+    cache = MediaCache(tmp_path / "c", 1 << 20, wait_s=0.3)
+    release = threading.Event()
+
+    def stuck_fill(path, slot):
+        release.wait(10)
+        path.write_bytes(b"late")
+
+    leader = threading.Thread(target=lambda: cache.acquire("x", stuck_fill, label="x"), daemon=True)
+    leader.start()
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    with pytest.raises(MediaError) as err:
+        cache.acquire("x", stuck_fill, label="x")
+    assert err.value.status == 504 and time.monotonic() - t0 < 2
+    release.set()
+    leader.join(5)
