@@ -6,8 +6,9 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 from PIL import Image
 
-from backend.ls.make_tasks import (MakeTasksError, build_tasks, effective_fps, frame_filename, local_files_url, main,
-                                   relative_to_root, split_into_tasks, storage_covers, stride_for)
+from backend.ls.make_tasks import (MakeTasksError, build_tasks, check_decoded, effective_fps, frame_filename,
+                                   local_files_url, main, relative_to_root, split_into_tasks, storage_covers, stride_for)
+from tests.brokenvideo import damaged_mp4, decoded_count, truncated_avi
 from tests.fakehttp import closed_port_url
 
 
@@ -233,3 +234,45 @@ def test_cli_project_needs_url_and_key(tmp_path, clips_dir, capsys, monkeypatch)
     _, argv = _cli(tmp_path, clips_dir / "cup.mp4", "--project", "1")
     assert main(argv) == 2
     assert "--label-studio-url" in _error_line(capsys)
+
+
+# -- frames the container declares but that do not decode (issue 9: silent frame loss) --------------------------------
+@pytest.mark.parametrize("make_video", [truncated_avi, damaged_mp4], ids=["truncated-avi", "damaged-mp4"])
+def test_cli_refuses_a_video_that_decodes_fewer_frames_than_it_declares(tmp_path, capsys, make_video):
+    # before: exit 0 and a silent import of the frames that happened to decode
+    video = make_video(tmp_path / f"clip{'.avi' if make_video is truncated_avi else '.mp4'}")
+    n = decoded_count(video)
+    declared = 444 if make_video is truncated_avi else 100
+    root, argv = _cli(tmp_path, video, "--tasks-json", str(tmp_path / "tasks.json"))
+    assert main(argv) == 2
+    line = _error_line(capsys)
+    assert f"declares {declared} frames but only {n} decode" in line and f"frame {n} is the first" in line
+    assert "--allow-partial" in line
+    assert not list((root / "frames").rglob("*.jpg")) and not (tmp_path / "tasks.json").exists()
+
+
+def test_cli_allow_partial_imports_the_decodable_frames_and_still_says_so(tmp_path, capsys):
+    video = truncated_avi(tmp_path / "clip.avi")
+    n = decoded_count(video)
+    root, argv = _cli(tmp_path, video, "--allow-partial")
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    tasks = json.loads(out.out)
+    assert sum(len(t["data"]["frames"]) for t in tasks) == n
+    assert f"declares 444 frames but only {n} decode" in out.err and "--allow-partial given" in out.err
+
+
+@pytest.mark.parametrize("declared, decoded, allow, verdict", [
+    (None, 50, False, None), (50, 50, False, None), (40, 50, False, None),   # unknown, exact, under-declared
+    (456, 455, False, "warn"),                                                 # box.mp4: one trailing frame
+    (444, 68, False, "error"), (444, 68, True, "warn"), (10, 8, False, "error"),
+])
+def test_check_decoded(declared, decoded, allow, verdict):
+    if verdict == "error":
+        with pytest.raises(MakeTasksError, match=f"declares {declared} frames but only {decoded} decode"):
+            check_decoded(declared, decoded, "v.avi", allow_partial=allow)
+    else:
+        got = check_decoded(declared, decoded, "v.avi", allow_partial=allow)
+        assert (got is not None) is (verdict == "warn")
+        if got:
+            assert f"frame {decoded} is the first" in got

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -41,6 +42,21 @@ def _file_key(paths: Sequence[Path]) -> str:
     return h.hexdigest()[:24]
 
 
+def _scrub(message: object, path: Path) -> str:
+    """An error text without the server path of `path` (PIL and OpenCV put full paths in their messages)."""
+    text = str(message)
+    for form in (str(path), os.path.abspath(path), str(path.parent)):
+        text = text.replace(form, path.name if form != str(path.parent) else "")
+    return text
+
+
+def check_pixels(width: int, height: int, max_pixels: int | None, what: str) -> None:
+    """FrameError if a `width` x `height` frame is larger than `max_pixels` (decompression bombs, absurd sizes)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise FrameError(f"{what} is {width}x{height} = {width * height} pixels, more than the {max_pixels} a frame may "
+                         f"have (MEDIA_MAX_FRAME_PIXELS); use smaller frames or raise the limit")
+
+
 def check_index(index: int, num_frames: int) -> int:
     if not 0 <= index < num_frames:
         raise FrameError(f"frame {index} is out of range: the video has {num_frames} frames (0-{num_frames - 1})")
@@ -48,22 +64,41 @@ def check_index(index: int, num_frames: int) -> int:
 
 
 class ImageSequenceSource:
-    """Frames stored as image files (e.g. the JPEGs of a Label Studio frames task), in list order."""
+    """Frames stored as image files (e.g. the JPEGs of a Label Studio frames task), in list order.
 
-    def __init__(self, paths: Sequence[str | Path]):
+    `max_pixels` caps width x height of every frame (checked from the header, before decoding), `max_frames` the
+    number of files; both raise FrameError (the adapter answers 400).
+    """
+
+    def __init__(self, paths: Sequence[str | Path], *, max_pixels: int | None = None, max_frames: int | None = None):
         self.paths = [Path(p) for p in paths]
         if not self.paths:
             raise FrameError("the frame list is empty")
+        if max_frames is not None and len(self.paths) > max_frames:
+            raise FrameError(f"the task has {len(self.paths)} frames, more than the {max_frames} allowed "
+                             f"(MEDIA_MAX_VIDEO_FRAMES)")
+        self.max_pixels = max_pixels
         self.num_frames = len(self.paths)
         self.width, self.height = self._open(0).size
         self.key = "img:" + _file_key(self.paths)
 
     def _open(self, index: int) -> Image.Image:
+        path = self.paths[index]
         try:
-            img = Image.open(self.paths[index])
-            img.load()
-        except (OSError, ValueError) as e:
-            raise FrameError(f"frame {index} ({self.paths[index].name}) is not a readable image: {e}") from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(path)  # reads the header only
+                check_pixels(img.size[0], img.size[1], self.max_pixels, f"frame {index} ({path.name})")
+                img.load()
+        except FrameError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise FrameError(f"frame {index} ({path.name}) is too large to decode safely ({_scrub(e, path)}); use "
+                             f"frames within MEDIA_MAX_FRAME_PIXELS") from None
+        except MemoryError:
+            raise FrameError(f"frame {index} ({path.name}) is too large to decode") from None
+        except Exception as e:  # noqa: BLE001 - PIL raises OSError, ValueError, SyntaxError, EOFError... on bad files
+            raise FrameError(f"frame {index} ({path.name}) is not a readable image: {_scrub(e, path)}") from None
         return img
 
     def read(self, index: int) -> np.ndarray:
@@ -77,13 +112,14 @@ class ImageSequenceSource:
 class VideoFileSource:
     """A video file decoded with OpenCV.
 
-    The frame count comes from decoding (container headers can be wrong);
-    sequential reads cost one decode each, and a backward or far jump re-seeks
-    and decodes a chunk forward into a small LRU so reverse propagation stays
-    cheap.
+    The frame count is the number of decodable frames, found cheaply (`count_frames`): the container's count when
+    its last frame decodes and the one after it does not, else by decoding (bounded by `max_frames`), cached per
+    file. Sequential reads cost one decode each, and a backward or far jump re-seeks and decodes a chunk forward
+    into a small LRU so reverse propagation stays cheap.
     """
 
-    def __init__(self, path: str | Path, *, cache_frames: int = 32, chunk: int = 16):
+    def __init__(self, path: str | Path, *, cache_frames: int = 32, chunk: int = 16, max_pixels: int | None = None,
+                 max_frames: int | None = None):
         import cv2
 
         self._cv2 = cv2
@@ -98,14 +134,17 @@ class VideoFileSource:
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        n = 0
-        while self._cap.grab():
-            n += 1
-        if n == 0 or self.width <= 0 or self.height <= 0:
+        if self.width <= 0 or self.height <= 0:
+            raise FrameError(f"{self.path.name} has no decodable frames (corrupt or unsupported video)")
+        check_pixels(self.width, self.height, max_pixels, self.path.name)
+        self.key = "vid:" + _file_key([self.path])
+        n = count_frames(self._cap, self.path, key=self.key, max_frames=max_frames)
+        if n == 0:
             raise FrameError(f"{self.path.name} has no decodable frames (corrupt or unsupported video)")
         self.num_frames = n
-        self._pos = n  # decoder position (next frame it would return)
-        self.key = "vid:" + _file_key([self.path])
+        self._cap.release()  # counting moved the decoder; start again from frame 0
+        self._cap = cv2.VideoCapture(str(self.path))
+        self._pos = 0  # decoder position (next frame it would return)
 
     def _seek(self, index: int) -> None:
         cv2 = self._cv2
@@ -151,6 +190,54 @@ class VideoFileSource:
             self._cache.clear()
 
 
+_COUNTS: OrderedDict[str, int] = OrderedDict()  # file key -> decodable frames, most recently used last
+_COUNTS_LOCK = threading.Lock()
+_COUNTS_MAX = 1024
+
+
+def count_frames(cap, path: Path, *, key: str | None = None, max_frames: int | None = None) -> int:
+    """Decodable frames of the video open in `cap` (OpenCV), without decoding them all when the container is right.
+
+    Trusted container count N: seeking to frame N-1 lands there, it decodes, and nothing decodes after it (a few
+    decodes from the nearest keyframe). Otherwise (box.mp4 declares 456 and decodes 455; a truncated AVI declares
+    444 and decodes 60) every frame is grabbed once, at most `max_frames` + 1 (more raises FrameError). Results are
+    cached by `key` (path, size and mtime), so a video is counted once per process. Moves `cap`'s position.
+    """
+    import cv2
+
+    if key is not None:
+        with _COUNTS_LOCK:
+            if key in _COUNTS:
+                _COUNTS.move_to_end(key)
+                return _COUNTS[key]
+    declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    n = None
+    if declared > 0:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, declared - 1)
+        if int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == declared - 1 and cap.grab() and not cap.grab():
+            n = declared
+            if max_frames is not None and n > max_frames:
+                raise FrameError(f"{path.name} has {n} frames, more than {max_frames} (MEDIA_MAX_VIDEO_FRAMES); cut "
+                                 "the video or raise the limit")
+    if n is None:
+        cap.release()  # back to frame 0 without trusting a seek
+        cap.open(str(path))
+        n = 0
+        while cap.grab():
+            n += 1
+            if max_frames is not None and n > max_frames:
+                raise FrameError(f"{path.name} has more than {max_frames} frames (MEDIA_MAX_VIDEO_FRAMES); cut the "
+                                 "video or raise the limit")
+        if declared and n != declared:
+            log.warning("%s: the container declares %d frames but %d decode; using %d", path.name, declared, n, n)
+    if key is not None:
+        with _COUNTS_LOCK:
+            _COUNTS[key] = n
+            while len(_COUNTS) > _COUNTS_MAX:
+                _COUNTS.popitem(last=False)
+    return n
+
+
 def open_source(path_or_paths: str | Path | Sequence[str | Path]) -> FrameSource:
     """A video file path, a folder of images (sorted by name) or a list of image paths."""
     if isinstance(path_or_paths, (str, Path)):
@@ -159,7 +246,7 @@ def open_source(path_or_paths: str | Path | Sequence[str | Path]) -> FrameSource
             files = sorted(f for f in p.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".bmp"))
             return ImageSequenceSource(files)
         if not p.is_file():
-            raise FrameError(f"{p} does not exist")
+            raise FrameError(f"{p.name} does not exist")
         return VideoFileSource(p)
     return ImageSequenceSource(list(path_or_paths))
 

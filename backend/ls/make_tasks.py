@@ -2,11 +2,16 @@
 
     python -m backend.ls.make_tasks VIDEO --out-dir DIR --document-root ROOT [--stride N | --fps F]
         [--max-frames-per-task 200] [--jpeg-quality 90] [--video-ref REF]
-        [--label-studio-url URL --api-key KEY --project ID] [--tasks-json FILE]
+        [--label-studio-url URL --api-key KEY --project ID] [--tasks-json FILE] [--allow-partial]
 
 Frames are decoded with OpenCV one at a time (the video is never held in memory) and written as
 `<out-dir>/<video stem>/<source frame index, 5+ digits>.jpg`, e.g. `00000.jpg`, `00010.jpg` with `--stride 10`.
-Frame indices are 0-based positions in the decoded stream (container frame counts can be wrong and are not used).
+Frame indices are 0-based positions in the decoded stream. Container frame counts can be wrong; when fewer frames
+decode than the container declares (a truncated AVI declaring 444 and decoding 60, a damaged MP4), make_tasks says so
+with both counts and the first frame that does not decode, deletes the JPEGs it wrote, imports nothing and exits 2,
+unless `--allow-partial` accepts importing the frames that decode. One missing trailing frame is only a warning
+(MP4 headers often count one frame more than any decoder returns, e.g. box.mp4: 456 declared, 455 decode). The
+backend counts a video's frames the same way (`backend.engine.frames.count_frames`), so both agree.
 
 Selection: every `stride`-th source frame starting at 0. `--fps F` picks `stride = max(1, round(source_fps / F))`
 (halves round up), so the selection stays evenly spaced and the effective fps is `source_fps / stride` (None when the
@@ -20,12 +25,14 @@ which LS serves only when a local-files storage of the project covers the folder
 With `--project` the tasks are imported through the LS API (`backend.ls.lsclient`) after making sure such a storage
 exists; the storage is created but never synced, because a sync would import every JPEG as a task of its own.
 Without `--project` the LS import JSON (`[{"data": {...}}, ...]`) goes to `--tasks-json` or stdout.
-Exit status: 0 ok, 2 bad input (missing/corrupt video, bad options, out dir not under the document root),
+Exit status: 0 ok, 2 bad input (missing/corrupt video, frames lost without --allow-partial, bad options, out dir not
+under the document root),
 1 Label Studio refused or could not be reached.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -43,8 +50,30 @@ LOCAL_FILES_PREFIX = "/data/local-files/?d="
 DOCUMENT_ROOT_ENV = ("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", "LOCAL_FILES_DOCUMENT_ROOT")
 
 
+TRAILING_FRAME_TOLERANCE = 1  # declared-but-undecodable frames at the end that only warrant a warning
+
+
 class MakeTasksError(Exception):
     """Bad input: the message is one sentence for the user; the CLI exits with status 2."""
+
+
+def check_decoded(declared: int | None, decoded: int, video_name: str, *, allow_partial: bool) -> str | None:
+    """Compare the container's frame count with the frames that decoded (both counts of the whole source video).
+
+    Returns a warning (or None) when the import may go on; raises MakeTasksError when more than
+    TRAILING_FRAME_TOLERANCE declared frames did not decode and `allow_partial` is False.
+    """
+    if not declared or decoded >= declared:
+        return None
+    lost = declared - decoded
+    what = (f"Video {video_name}: the container declares {declared} frames but only {decoded} decode (0-{decoded - 1}); "
+            f"frame {decoded} is the first that does not decode ({lost} frame{'s' if lost > 1 else ''} lost)")
+    if lost <= TRAILING_FRAME_TOLERANCE:
+        return what + "; importing the frames that decode."
+    if allow_partial:
+        return what + "; --allow-partial given, importing the frames that decode."
+    raise MakeTasksError(what + ". Nothing was imported. Re-encode the video (e.g. ffmpeg -i IN -c:v libx264 "
+                                "-pix_fmt yuv420p OUT.mp4) or pass --allow-partial to import the frames that decode.")
 
 
 # -- pure parts ------------------------------------------------------------------------------------------------------
@@ -140,6 +169,8 @@ class Extracted:
     source_fps: float | None
     width: int
     height: int
+    declared_frames: int | None = None  # the container's frame count (None when it states none)
+    files: tuple[Path, ...] = ()  # the JPEGs written, in order
 
 
 def open_video(path: Path):
@@ -166,8 +197,10 @@ def extract_frames(cap, frames_dir: Path, *, stride: int, jpeg_quality: int, vid
 
     frames_dir.mkdir(parents=True, exist_ok=True)
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+    declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
     n = written = 0
     width = height = 0
+    files: list[Path] = []
     try:
         while True:
             if n % stride:
@@ -185,6 +218,7 @@ def extract_frames(cap, frames_dir: Path, *, stride: int, jpeg_quality: int, vid
                 tmp = target.with_name(target.name + ".part")
                 tmp.write_bytes(buf.tobytes())
                 os.replace(tmp, target)
+                files.append(target)
                 written += 1
             n += 1
     finally:
@@ -192,7 +226,8 @@ def extract_frames(cap, frames_dir: Path, *, stride: int, jpeg_quality: int, vid
     if written == 0:
         raise MakeTasksError(f"Video {video_name} has no decodable frames (corrupt or unsupported format).")
     logger.info("decoded %d frames of %s, wrote %d JPEGs to %s", n, video_name, written, frames_dir)
-    return Extracted(num_frames=n, written=written, source_fps=source_fps, width=width, height=height)
+    return Extracted(num_frames=n, written=written, source_fps=source_fps, width=width, height=height,
+                     declared_frames=declared, files=tuple(files))
 
 
 # -- Label Studio ----------------------------------------------------------------------------------------------------
@@ -258,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="legacy token or Personal Access Token (default $LABEL_STUDIO_API_KEY)")
     p.add_argument("--project", type=int, help="import the tasks into this LS project")
     p.add_argument("--tasks-json", type=Path, help="write the tasks JSON here (default stdout when no --project)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="import the frames that decode even when the container declares more (default: refuse)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
 
@@ -287,10 +324,20 @@ def run(args: argparse.Namespace) -> dict:
         raise
     got = extract_frames(cap, frames_dir, stride=stride, jpeg_quality=args.jpeg_quality, video_name=video.name,
                          source_fps=source_fps)
+    try:
+        warning = check_decoded(got.declared_frames, got.num_frames, video.name,
+                                allow_partial=getattr(args, "allow_partial", False))
+    except MakeTasksError:
+        for f in got.files:  # a refused import leaves nothing behind for LS to serve
+            f.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            frames_dir.rmdir()
+        raise
     chunks = split_into_tasks(got.num_frames, stride, args.max_frames_per_task)
     video_ref = args.video_ref or str(video.resolve())
     tasks = build_tasks(chunks, frames_rel, video_ref, effective_fps(got.source_fps, stride))
     summary = {"video": video_ref, "frames_dir": str(frames_dir), "source_frames": got.num_frames,
+               "declared_frames": got.declared_frames, "warning": warning,
                "frames": got.written, "stride": stride, "fps": effective_fps(got.source_fps, stride),
                "width": got.width, "height": got.height, "tasks": len(tasks)}
     if args.tasks_json:
@@ -322,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"make_tasks: error: {exc}\n")
         return 1
     tasks = summary.pop("task_list")
+    if summary.get("warning"):
+        sys.stderr.write(f"make_tasks: warning: {summary['warning']}\n")
     if args.project is None and args.tasks_json is None:
         sys.stdout.write(json.dumps(tasks, indent=1) + "\n")
     else:

@@ -55,10 +55,11 @@ def open_media(resolver: MediaResolver, task_id: int, shape: TaskShape, refs: li
     """Download (or find in the cache) the task's media and open it; the files stay pinned until `stack` closes."""
     paths = resolver.fetch_many(refs, task_id=task_id) if len(refs) > 1 else [resolver.fetch(refs[0], task_id=task_id)]
     stack.enter_context(resolver.pinned(paths))
+    limits = {"max_pixels": resolver.settings.max_frame_pixels, "max_frames": resolver.settings.max_video_frames}
     try:
         if isinstance(shape, FramesShape):
-            return ImageSequenceSource(paths)
-        return VideoFileSource(paths[0])
+            return ImageSequenceSource(paths, **limits)
+        return VideoFileSource(paths[0], **limits)
     except FrameError as e:
         what = "frames" if isinstance(shape, FramesShape) else "video"
         raise MediaError(f"task {task_id}: the {what} could not be decoded ({e}); re-import valid media",
