@@ -21,6 +21,7 @@ from backend.ls.errors import BackendError
 from backend.ls.lsclient import LabelStudioClient
 from backend.ls.service import TrackingService
 from backend.metrics import Metrics
+from backend.serving import leftovers
 from backend.serving.media import MediaResolver
 from backend.serving.model import ModelHolder
 from backend.settings import Settings
@@ -37,6 +38,7 @@ def _error(status: int, message: str) -> tuple[Response, int]:
 
 
 def build_service(settings: Settings) -> TrackingService:
+    leftovers.clean_spill(settings.data_dir)  # before any session: spill folders of a crashed run
     model = ModelHolder(settings)
     model.start()
     media = MediaResolver(settings.media)

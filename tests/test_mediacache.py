@@ -8,13 +8,18 @@ import pytest
 from werkzeug.wrappers import Response
 
 from backend.ls.errors import MediaError
+from backend.serving.leftovers import LOCK_NAME
 from backend.serving.media import MediaResolver, MediaSettings
 from tests.fakehttp import LEGACY, FakeHost
 
 
 def cache_files(resolver: MediaResolver) -> list[str]:
     d = resolver.settings.cache_dir
-    return sorted(os.listdir(d)) if d.exists() else []
+    return sorted(n for n in os.listdir(d) if n != LOCK_NAME) if d.exists() else []
+
+
+def cached_paths(resolver: MediaResolver) -> list:
+    return [p for p in resolver.settings.cache_dir.iterdir() if p.name != LOCK_NAME]
 
 
 # -- size limit -----------------------------------------------------------------------------------------------------
@@ -118,7 +123,7 @@ def test_lru_eviction_keeps_cache_under_cap_and_evicts_least_recently_used(make,
     time.sleep(0.05)
     pc = fetch("c")
     assert pa.exists() and not pb.exists() and pc.exists()
-    assert sum(p.stat().st_size for p in resolver.settings.cache_dir.iterdir()) <= 250
+    assert sum(p.stat().st_size for p in cached_paths(resolver)) <= 250
     fetch("b")
     assert len(ls.hits("/data/upload/1/b.jpg")) == 2 and len(ls.hits("/data/upload/1/a.jpg")) == 1
 
@@ -133,9 +138,9 @@ def test_fetch_many_files_stay_pinned_and_a_task_over_the_cap_is_413_naming_the_
     with pytest.raises(MediaError) as err:
         resolver.fetch_many([f"/data/upload/1/{n}.jpg" for n in "abc"], task_id=1, workers=1)
     assert err.value.status == 413 and "MEDIA_CACHE_MAX_MB" in str(err.value)
-    assert resolver.cache.nbytes <= 250 and sum(p.stat().st_size for p in resolver.settings.cache_dir.iterdir()) <= 250
+    assert resolver.cache.nbytes <= 250 and sum(p.stat().st_size for p in cached_paths(resolver)) <= 250
     resolver.fetch("/data/upload/1/d.jpg", task_id=1)  # nothing pinned now: eviction makes room
-    assert sum(p.stat().st_size for p in resolver.settings.cache_dir.iterdir()) <= 250
+    assert sum(p.stat().st_size for p in cached_paths(resolver)) <= 250
 
 
 def test_pinned_files_are_kept_and_the_cap_still_holds(make, ls):
@@ -148,7 +153,7 @@ def test_pinned_files_are_kept_and_the_cap_still_holds(make, ls):
         with pytest.raises(MediaError) as err:
             resolver.fetch("/data/upload/1/b.jpg", task_id=1)
         assert err.value.status == 507 and "MEDIA_CACHE_MAX_MB" in str(err.value)
-        assert pa.exists() and [p.name for p in resolver.settings.cache_dir.iterdir()] == [pa.name]
+        assert pa.exists() and [p.name for p in cached_paths(resolver)] == [pa.name]
     resolver.fetch("/data/upload/1/c.jpg", task_id=1)
     assert not pa.exists()
 
@@ -329,3 +334,38 @@ def test_a_waiter_on_a_shared_download_waits_with_a_deadline(tmp_path):
     assert err.value.status == 504 and time.monotonic() - t0 < 2
     release.set()
     leader.join(5)
+
+
+def test_a_second_process_on_the_same_cache_dir_leaves_its_part_files_alone(tmp_path):
+    # the .part cleanup at start must not delete a live backend's in-flight download
+    import subprocess
+    import sys
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from backend.serving.leftovers import claim; "
+        f"assert claim({str(cache)!r}); print('held', flush=True); time.sleep(30)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        (cache / ".part-live").write_bytes(b"in flight")
+        MediaResolver(MediaSettings(ls_url=None, api_key=None, cache_dir=cache))
+        assert (cache / ".part-live").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    MediaResolver(MediaSettings(ls_url=None, api_key=None, cache_dir=cache))  # the owner is gone: now it is cleaned
+    assert not (cache / ".part-live").exists()
+
+
+def test_spill_leftovers_are_deleted_at_start(tmp_path):
+    from backend.serving.leftovers import clean_spill, release
+    spill = tmp_path / "data" / "spill"
+    (spill / "sess-abc").mkdir(parents=True)
+    (spill / "sess-abc" / "3_17.npz").write_bytes(b"x" * 100)
+    (spill / "keep.txt").write_text("not ours")
+    try:
+        assert clean_spill(tmp_path / "data") == 1
+        assert not (spill / "sess-abc").exists() and (spill / "keep.txt").exists()
+    finally:
+        release(spill)

@@ -10,6 +10,7 @@ at once. Cookies are never stored (a cookie set by one port of a host would othe
 from __future__ import annotations
 
 import http.cookiejar
+import logging
 import socket
 import threading
 import time
@@ -20,9 +21,21 @@ from requests.utils import get_environ_proxies
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from backend.serving.urls import HttpURL
+from backend.serving.urls import HttpURL, redact
 
 _current = threading.local()
+
+
+class _RedactQueries(logging.Filter):
+    """urllib3 logs every request line at DEBUG ("GET /k.mp4?X-Amz-Signature=... HTTP/1.1"): redact such queries."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) and "?" in a else a for a in record.args)
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_RedactQueries())
 
 
 class Deadline:

@@ -24,11 +24,13 @@ import os
 import re
 import tempfile
 import threading
+import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend.serving import leftovers
 from backend.serving.errors import MediaError
 
 logger = logging.getLogger(__name__)
@@ -273,16 +275,23 @@ class MediaCache:
                                  "a writable directory.", status=500) from None
 
     def _load_locked(self) -> None:
-        """Index the finished entries (LRU by mtime) and delete `.part-*` leftovers of a crashed process."""
+        """Index the finished entries (LRU by mtime) and delete `.part-*` leftovers of a crashed process (only when
+        this process owns the directory: see backend/serving/leftovers.py)."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        owner = leftovers.claim(self.directory)
+        if owner:
+            weakref.finalize(self, leftovers.release, self.directory)
         found, parts = [], 0
         for entry in os.scandir(self.directory):
             if not entry.is_file(follow_symlinks=False):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 if entry.name.startswith(PART_PREFIX):
-                    os.unlink(entry.path)
-                    parts += 1
+                    if owner:
+                        os.unlink(entry.path)
+                        parts += 1
+                    continue
+                if entry.name.startswith("."):
                     continue
                 st = entry.stat(follow_symlinks=False)
                 found.append((st.st_mtime_ns, st.st_size, entry.name))
