@@ -8,8 +8,8 @@ characters, non-canonical hosts and paths) and then asserts that all three parse
 and that requests' preparation leaves the canonical string unchanged.
 
 Canonical form: lower-case scheme and host, explicit port kept only when not the scheme default, path segments
-percent-decoded once, checked (no `.`/`..`, no empty segment but a trailing one, no encoded `/` or `\\`, no encoded
-`%XX`, nothing that NFKC-normalises to `.`, `..` or a slash) and re-encoded the way urllib3 encodes, query with its
+percent-decoded once, checked (no `.`/`..`, no empty segment but a trailing one, no encoded `/` or `\\`, no double
+encoding `%25XX`, nothing that NFKC-normalises to `.`, `..` or a slash) and re-encoded the way urllib3 encodes, query with its
 escapes in urllib3's form, fragment dropped. Every error is a `MediaError` with status 400 whose message quotes the
 URL with any query redacted (`redact`), so presigned signatures never reach a log or a client.
 """
