@@ -114,3 +114,17 @@ def test_image_errors_do_not_reveal_server_paths(tmp_path):
     with pytest.raises(FrameError) as err:
         ImageSequenceSource([truncated]).read(0)
     assert "secret-dir" not in str(err.value)
+
+
+def test_reads_of_a_video_with_an_untrusted_header_are_the_right_frames(clips_dir):
+    # before: box.mp4 (header 456, 455 decode) answered read(400) with frame 402: its seeks land 2 frames late
+    path = clips_dir / "box.mp4"
+    cap = cv2.VideoCapture(str(path))
+    ref = []
+    for _ in range(455):
+        ok, bgr = cap.read()
+        assert ok
+        ref.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if len(ref) >= 380 else None)
+    src = VideoFileSource(path, cache_frames=8, chunk=4)
+    for i in (400, 399, 398, 441, 454, 390):
+        assert np.array_equal(src.read(i), ref[i]), f"frame {i} differs"

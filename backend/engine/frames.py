@@ -138,7 +138,7 @@ class VideoFileSource:
             raise FrameError(f"{self.path.name} has no decodable frames (corrupt or unsupported video)")
         check_pixels(self.width, self.height, max_pixels, self.path.name)
         self.key = "vid:" + _file_key([self.path])
-        n = count_frames(self._cap, self.path, key=self.key, max_frames=max_frames)
+        n, self._seek_trusted = _count(self._cap, self.path, key=self.key, max_frames=max_frames)
         if n == 0:
             raise FrameError(f"{self.path.name} has no decodable frames (corrupt or unsupported video)")
         self.num_frames = n
@@ -148,9 +148,10 @@ class VideoFileSource:
 
     def _seek(self, index: int) -> None:
         cv2 = self._cv2
-        self._cap.set(cv2.CAP_PROP_POS_FRAMES, index)
-        self._pos = int(self._cap.get(cv2.CAP_PROP_POS_FRAMES))
-        if self._pos != index:  # imprecise seek: restart and walk forward
+        if self._seek_trusted:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+            self._pos = int(self._cap.get(cv2.CAP_PROP_POS_FRAMES))
+        if not self._seek_trusted or self._pos != index:  # imprecise seek: restart and walk forward
             self._cap.release()
             self._cap = cv2.VideoCapture(str(self.path))
             self._pos = 0
@@ -190,18 +191,25 @@ class VideoFileSource:
             self._cache.clear()
 
 
-_COUNTS: OrderedDict[str, int] = OrderedDict()  # file key -> decodable frames, most recently used last
+_COUNTS: OrderedDict[str, tuple[int, bool]] = OrderedDict()  # file key -> (frames, trusted), LRU last
 _COUNTS_LOCK = threading.Lock()
 _COUNTS_MAX = 1024
 
 
 def count_frames(cap, path: Path, *, key: str | None = None, max_frames: int | None = None) -> int:
+    """Decodable frames of the video open in `cap`; see `_count`."""
+    return _count(cap, path, key=key, max_frames=max_frames)[0]
+
+
+def _count(cap, path: Path, *, key: str | None = None, max_frames: int | None = None) -> tuple[int, bool]:
     """Decodable frames of the video open in `cap` (OpenCV), without decoding them all when the container is right.
 
     Trusted container count N: seeking to frame N-1 lands there, it decodes, and nothing decodes after it (a few
     decodes from the nearest keyframe). Otherwise (box.mp4 declares 456 and decodes 455; a truncated AVI declares
     444 and decodes 60) every frame is grabbed once, at most `max_frames` + 1 (more raises FrameError). Results are
     cached by `key` (path, size and mtime), so a video is counted once per process. Moves `cap`'s position.
+    Returns (count, whether the container count was trusted); when it was not, seeks are not trusted either (on
+    box.mp4 a seek past frame ~390 lands 2 frames late), so the reader walks forward from frame 0 instead.
     """
     import cv2
 
@@ -210,12 +218,13 @@ def count_frames(cap, path: Path, *, key: str | None = None, max_frames: int | N
             if key in _COUNTS:
                 _COUNTS.move_to_end(key)
                 return _COUNTS[key]
+    trusted = False
     declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     n = None
     if declared > 0:
         cap.set(cv2.CAP_PROP_POS_FRAMES, declared - 1)
         if int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == declared - 1 and cap.grab() and not cap.grab():
-            n = declared
+            n, trusted = declared, True
             if max_frames is not None and n > max_frames:
                 raise FrameError(f"{path.name} has {n} frames, more than {max_frames} (MEDIA_MAX_VIDEO_FRAMES); cut "
                                  "the video or raise the limit")
@@ -232,10 +241,10 @@ def count_frames(cap, path: Path, *, key: str | None = None, max_frames: int | N
             log.warning("%s: the container declares %d frames but %d decode; using %d", path.name, declared, n, n)
     if key is not None:
         with _COUNTS_LOCK:
-            _COUNTS[key] = n
+            _COUNTS[key] = (n, trusted)
             while len(_COUNTS) > _COUNTS_MAX:
                 _COUNTS.popitem(last=False)
-    return n
+    return n, trusted
 
 
 def open_source(path_or_paths: str | Path | Sequence[str | Path]) -> FrameSource:
