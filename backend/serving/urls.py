@@ -36,9 +36,14 @@ _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|[0-9]+")
-_SIGNING_KEYS = re.compile(r"(^|[&?])(x-amz-[^=&]*|x-goog-[^=&]*|signature|sig|googleaccessid|awsaccessk"
-                           r"eyid|expires|se|sp|sv|sr|st|spr|srt|ss|skoid|sktid|skt|ske|sks|skv|token|"
-                           r"access_token|api_key|key)=", re.I)
+# query parameters that may carry secrets: redacted from messages and logs
+_SECRET_KEYS = re.compile(r"(^|[&?])(x-amz-[^=&]*|x-goog-[^=&]*|signature|sig|googleaccessid|awsaccesskeyid|expires|"
+                          r"se|sp|sv|sr|st|spr|srt|ss|skoid|sktid|skt|ske|sks|skv|token|access_token|api_key|key|"
+                          r"password|secret)=", re.I)
+# a presigned URL (S3, GCS, Azure SAS) carries one of these; then its signing parameters are not part of the object
+_SIGNATURE = re.compile(r"(^|[&?])(x-amz-signature|x-goog-signature|signature|sig)=", re.I)
+_SIGNING = re.compile(r"(x-amz-[^=&]*|x-goog-[^=&]*|signature|sig|googleaccessid|awsaccesskeyid|expires|se|sp|sv|sr|"
+                      r"st|spr|srt|ss|skoid|sktid|skt|ske|sks|skv)", re.I)
 
 
 def bad_url(raw: object, why: str, status: int = 400) -> MediaError:
@@ -51,7 +56,7 @@ def redact(raw: object, limit: int = 200) -> str:
     characters are escaped and the result is cut to `limit` chars."""
     text = raw if isinstance(raw, str) else repr(raw)
     base, sep, query = text.partition("?")
-    if sep and _SIGNING_KEYS.search("?" + query):
+    if sep and _SECRET_KEYS.search("?" + query):
         text = base + "?<redacted>"
     text = text.encode("unicode_escape").decode("ascii")
     return text if len(text) <= limit else text[:limit] + "..."
@@ -234,9 +239,10 @@ def _same_for_every_parser(url: HttpURL, raw: str) -> None:
 
 
 def cache_key(url: HttpURL) -> str:
-    """Cache key of a non-LS URL: the canonical URL without presigning parameters (signature, expiry, credential), so
-    a re-signed URL of the same object is one entry."""
-    if not url.query or not _SIGNING_KEYS.search("?" + url.query):
+    """Cache key of a non-LS URL: for a presigned URL (it has a signature parameter) the canonical URL without the
+    signing parameters (signature, expiry, credential, SAS fields), so a re-signed URL of the same object is one
+    entry; any other URL as it is (`?key=a` and `?key=b` may be different objects)."""
+    if not url.query or not _SIGNATURE.search("?" + url.query):
         return url.url
-    kept = [p for p in url.query.split("&") if p and not _SIGNING_KEYS.match(p.split("=", 1)[0] + "=")]
+    kept = [p for p in url.query.split("&") if p and not _SIGNING.fullmatch(p.split("=", 1)[0])]
     return url.with_query("&".join(sorted(kept))).url

@@ -73,6 +73,10 @@ def test_cache_key_drops_presigning_parameters_only():
     assert cache_key(a) == cache_key(b) == "https://b.s3.amazonaws.com/k.mp4?versionId=3" != cache_key(c)
     plain = parse_http("https://host/v.mp4?n=1")
     assert cache_key(plain) == plain.url
+    # not presigned: a 'key' or 'token' parameter may name the object, so it stays in the key
+    assert cache_key(parse_http("https://host/get?key=a&expires=1")) != cache_key(parse_http("https://host/get?key=b"))
+    sas = "https://acct.blob.core.windows.net/c/v.mp4?sv=2022-11-02&se=2030&sr=b&sp=r&sig=abc%3D"
+    assert cache_key(parse_http(sas)) == "https://acct.blob.core.windows.net/c/v.mp4"
 
 
 # -- property-based -----------------------------------------------------------------------------------------------
