@@ -369,3 +369,14 @@ def test_spill_leftovers_are_deleted_at_start(tmp_path):
         assert not (spill / "sess-abc").exists() and (spill / "keep.txt").exists()
     finally:
         release(spill)
+
+
+def test_a_frames_task_too_big_for_the_cache_is_413_even_when_its_files_download_in_parallel(make, ls):
+    # the task's own in-flight downloads count as its own, so the answer is 413 (fix the setting), not 507 (retry)
+    for i in range(8):
+        ls.serve(f"/data/upload/1/{i}.jpg", b"x" * 300, delay_s=0.2)
+    resolver = make(max_cache_bytes=1000)
+    with pytest.raises(MediaError) as err:
+        resolver.fetch_many([f"/data/upload/1/{i}.jpg" for i in range(8)], task_id=1, workers=4)
+    assert err.value.status == 413 and "MEDIA_CACHE_MAX_MB" in str(err.value)
+    assert resolver.cache.nbytes <= 1000

@@ -72,7 +72,8 @@ def write_atomic(dest: Path, chunks: Iterable[bytes], max_bytes: int, too_big: C
 
 @dataclass
 class CacheGroup:
-    """The files one request needs together (e.g. all frames of a task): their bytes decide 413 vs 507."""
+    """The files one request needs together (e.g. all frames of a task): their bytes (cached, or reserved by their
+    downloads in flight) decide 413 (the group alone cannot fit) vs 507 (others hold the space)."""
 
     nbytes: int = 0
 
@@ -218,6 +219,7 @@ class MediaCache:
         except BaseException:
             with self._lock:
                 self._reserved -= flight.reserved
+                group.nbytes -= flight.reserved
                 del self._flights[name]
             flight.done.set()
             raise
@@ -227,7 +229,7 @@ class MediaCache:
                 self._evict_locked(self._used + self._reserved + size - self.max_bytes)
             self._entries[name] = size
             self._used += size
-            group.nbytes += size
+            group.nbytes += size - flight.reserved
             del self._flights[name]
         flight.done.set()
 
@@ -237,7 +239,7 @@ class MediaCache:
             if over > 0:
                 self._evict_locked(over)
             if self._used + self._reserved + extra > self.max_bytes:
-                mine = group.nbytes + flight.reserved + extra
+                mine = group.nbytes + extra
                 cap = f"MEDIA_CACHE_MAX_MB ({self.max_bytes / _MB:g} MB)"
                 if mine > self.max_bytes:
                     raise MediaError(f"The media of this task ({label!r} and the files fetched with it: over "
@@ -247,6 +249,7 @@ class MediaCache:
                                  "moment or raise MEDIA_CACHE_MAX_MB.", status=507)
             self._reserved += extra
             flight.reserved += extra
+            group.nbytes += extra
 
     def _evict_locked(self, need: int) -> None:
         """Unlink least-recently-used unpinned entries until `need` bytes are freed (or none is left to unlink)."""
