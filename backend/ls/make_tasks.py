@@ -11,7 +11,8 @@ decode than the container declares (a truncated AVI declaring 444 and decoding 6
 with both counts and the first frame that does not decode, deletes the JPEGs it wrote, imports nothing and exits 2,
 unless `--allow-partial` accepts importing the frames that decode. One missing trailing frame is only a warning
 (MP4 headers often count one frame more than any decoder returns, e.g. box.mp4: 456 declared, 455 decode). The
-backend counts a video's frames the same way (`backend.engine.frames.count_frames`), so both agree.
+backend's count of the same video (`backend.engine.frames.count_frames`) is the number of frames that decode too,
+so both agree (tests/test_frame_count.py).
 
 Selection: every `stride`-th source frame starting at 0. `--fps F` picks `stride = max(1, round(source_fps / F))`
 (halves round up), so the selection stays evenly spaced and the effective fps is `source_fps / stride` (None when the
