@@ -62,6 +62,10 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
                   lambda: service.model.get(0).features.nbytes if service.model.state == "ready" else 0)
     metrics.gauge("sam2_media_cache_bytes", "Bytes of media in the disk cache", lambda: service.media.cache.nbytes)
 
+    if settings.cvat.enabled:  # CVAT's nuclio-dashboard API over the same engine (backend/cvat)
+        from backend.cvat import create_cvat_blueprint
+        app.register_blueprint(create_cvat_blueprint(settings.cvat, service.model))
+
     @app.before_request
     def _auth_and_clock():
         g.t0 = time.perf_counter()
