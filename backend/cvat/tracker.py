@@ -7,14 +7,17 @@ eviction, or the state is behind its session), the object is re-initialised from
 current frame, logged, and answered like any other: a call never returns null.
 
 The image encoder runs once per call: every session of the call takes the frame's features from the engine's
-feature cache, filled by the first.
+feature cache, filled by the first; a call whose image is byte-identical to a recent one's (the UI sends a frame
+again to start a new object there) reuses that call's features.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,6 +91,10 @@ class CvatTracker:
             max_items=settings.max_sessions, max_bytes=settings.sessions_max_bytes, ttl_s=settings.session_ttl_s,
             size_of=lambda s: s.nbytes, close=self._close, clock=clock)
         self.reinitialised = 0  # objects re-initialised from a state whose session was gone
+        # digest of a recent call's image -> (source key, frame) whose features the engine cached: the UI sends
+        # the same frame twice in a row (a track call, then an init call for an object the annotator just drew)
+        self._recent: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
+        self._recent_lock = threading.Lock()
 
     # ---- the call ----------------------------------------------------------------------------------------------
     def track(self, body: object) -> dict:
@@ -100,15 +107,29 @@ class CvatTracker:
         try:
             jobs = self._plan(call.items, width, height, predictor)
             answers: list[tuple[dict, TrackState] | None] = [None] * len(call.items)
-            shared = None
+            digest = hashlib.blake2b(call.image.encode(), digest_size=16).digest()
+            shared = self._recent_features(predictor, digest)
             for job in jobs:
                 shared = self._run(predictor, job, rgb, shared, answers)
+                self._remember(digest, job.session.source.key, job.session.head)
         except (PromptError, FrameError) as e:
             raise BadRequest(str(e)) from None
         except SessionBusy as e:
             raise TrackerBusy(str(e)) from None
         assert all(a is not None for a in answers)
         return {"shapes": [a[0] for a in answers], "states": [a[1].to_json() for a in answers]}
+
+    def _recent_features(self, predictor: VideoPredictor, digest: bytes):
+        with self._recent_lock:
+            key = self._recent.get(digest)
+        return predictor.features.get(key) if key is not None else None
+
+    def _remember(self, digest: bytes, source_key: str, frame: int) -> None:
+        with self._recent_lock:
+            self._recent[digest] = (source_key, frame)
+            self._recent.move_to_end(digest)
+            while len(self._recent) > 8:
+                self._recent.popitem(last=False)
 
     # ---- planning -----------------------------------------------------------------------------------------------
     def _plan(self, items, width: int, height: int, predictor: VideoPredictor) -> list[_Job]:
