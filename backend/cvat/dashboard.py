@@ -8,6 +8,8 @@ it reads ``metadata.name``, ``metadata.annotations`` (type, name, spec, version,
 """
 from __future__ import annotations
 
+import json
+
 from flask import Blueprint, Response, jsonify, request
 
 from backend.cvat.shapes import SHAPE_TYPES, TooLarge
@@ -18,6 +20,22 @@ from backend.settings import CvatSettings
 DESCRIPTION = ("Segment Anything 2.1 video tracker on OpenVINO (CPU): a rectangle, polygon or mask in, SAM 2's "
                "memory tracks it frame by frame. The CVAT UI tracks rectangles; polygons and masks through the REST "
                "API (POST /api/lambda/functions/<id>).")
+
+
+def _read_json(cap: int) -> object:
+    """The request's JSON body, refused with 413 beyond `cap` bytes (declared or, for a chunked body, read)."""
+    too_big = TooLarge(f"the body is over {cap} bytes, this tracker's cap (CVAT_MAX_BODY_MB)")
+    if request.content_length is not None and request.content_length > cap:
+        raise too_big
+    if not request.is_json:
+        raise BadRequest("the body must be JSON {image, shapes, states} with Content-Type: application/json")
+    raw = request.stream.read(cap + 1)
+    if len(raw) > cap:
+        raise too_big
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise BadRequest(f"the body is not valid JSON: {e}") from None
 
 
 def function_spec(settings: CvatSettings, model_version: str, state: str = "ready") -> dict:
@@ -70,13 +88,7 @@ def create_blueprint(settings: CvatSettings, tracker: CvatTracker, model) -> Blu
             raise BadRequest("the x-nuclio-function-name header is missing; CVAT sets it in dashboard invoke mode")
         if name != settings.function_name:
             return not_found(name)
-        if request.content_length is not None and request.content_length > settings.max_body_bytes:
-            raise TooLarge(f"the body is {request.content_length} bytes; this tracker accepts at most "
-                           f"{settings.max_body_bytes} (CVAT_MAX_BODY_MB)")
-        request.max_content_length = settings.max_body_bytes  # also bounds a chunked body with no length
-        body = request.get_json(silent=True)
-        if body is None:
-            raise BadRequest("the body must be JSON {image, shapes, states} with Content-Type: application/json")
+        body = _read_json(settings.max_body_bytes)
         return jsonify(tracker.track(body))
 
     @bp.errorhandler(BackendError)
