@@ -49,6 +49,7 @@ class TrackSession:
     source: StreamingFrameSource
     head: int = 0                       # the last stream frame tracked
     next_obj: int = 0
+    closed: bool = False                # evicted or expired while a call waited for it
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -110,7 +111,7 @@ class CvatTracker:
             digest = hashlib.blake2b(call.image.encode(), digest_size=16).digest()
             shared = self._recent_features(predictor, digest)
             for job in jobs:
-                shared = self._run(predictor, job, rgb, shared, answers)
+                shared = self._run(predictor, job, rgb, shared, answers, (width, height))
                 self._remember(digest, job.session.source.key, job.session.head)
         except (PromptError, FrameError) as e:
             raise BadRequest(str(e)) from None
@@ -196,11 +197,18 @@ class CvatTracker:
         return _Job(session, targets, new=True)
 
     # ---- running ------------------------------------------------------------------------------------------------
-    def _run(self, predictor: VideoPredictor, job: _Job, rgb: np.ndarray, shared, answers) -> object:
+    def _run(self, predictor: VideoPredictor, job: _Job, rgb: np.ndarray, shared, answers, size) -> object:
         """Track one session on this call's frame; returns the frame's features for the next session to reuse."""
         session = job.session
         if not session.lock.acquire(timeout=self.settings.busy_timeout_s):
             raise TrackerBusy(f"tracking session {session.sid} is busy with another call; retry in a moment")
+        if session.closed:  # closed (eviction, TTL) while this call waited: start its objects afresh
+            session.lock.release()
+            logger.warning("cvat: session %s closed while a call waited for it: re-initialising %d object(s) from "
+                           "their last boxes on this frame", session.sid, len(job.targets))
+            self.reinitialised += len(job.targets)
+            fresh = self._start([(t.index, t.kind, t.box) for t in job.targets], *size, predictor)
+            return self._run(predictor, fresh, rgb, shared, answers, size)
         try:
             frame = session.source.append(rgb)
             key = (session.source.key, frame)
@@ -257,6 +265,7 @@ class CvatTracker:
 
     def _close(self, sid: str, session: TrackSession) -> None:
         with session.lock:  # wait for a call still using it
+            session.closed = True
             session.video.close()
             try:
                 predictor = self._predictor(0)

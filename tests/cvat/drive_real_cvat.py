@@ -89,16 +89,23 @@ def main(argv=None) -> int:
                         "job": job, "task": task})
     api = call(s, cvat, {"frame": 0, "shapes": [{"type": "polygon", "points": poly}, mask_shape], "task": task})
     answers = {0: (ui["shapes"], api["shapes"])}
+    box2 = [40.0, 60.0, 200.0, 260.0]
     for frame in range(1, args.frames):
+        if frame == 3:  # the annotator draws a second object on frame 2: the UI starts it there, then tracks both
+            second = call(s, cvat, {"type": "init_tracking", "frame": 2, "shapes": [{"type": "rectangle",
+                                                                                      "points": box2}],
+                                    "job": job, "task": task})
+            ui["states"] = ui["states"] + second["states"]
         ui = call(s, cvat, {"type": "track", "frame": frame, "states": ui["states"], "job": job, "task": task})
         api = call(s, cvat, {"frame": frame, "states": api["states"], "task": task})
         for reply in (ui, api):
             assert len(reply["shapes"]) == len(reply["states"]) and None not in reply["shapes"], reply
             assert all(isinstance(st, str) for st in reply["states"]), "CVAT signs states"
-        assert ui["shapes"][0]["type"] == "rectangle" and len(ui["shapes"][0]["points"]) == 4
+        assert len(ui["shapes"]) == (1 if frame < 3 else 2)
+        assert all(sh["type"] == "rectangle" and len(sh["points"]) == 4 for sh in ui["shapes"])
         assert [sh["type"] for sh in api["shapes"]] == ["polygon", "mask"]
         answers[frame] = (ui["shapes"], api["shapes"])
-        print(f"frame {frame}: rectangle {[round(v, 1) for v in ui['shapes'][0]['points']]}, "
+        print(f"frame {frame}: rectangles {[[round(v, 1) for v in sh['points']] for sh in ui['shapes']]}, "
               f"polygon {len(api['shapes'][0]['points']) // 2} vertices, mask {len(api['shapes'][1]['points'])} runs")
     r = s.post(f"{cvat}/api/lambda/functions/{FUNCTION}",
                json={"type": "track", "frame": 2, "states": ["forged"], "job": job, "task": task})
@@ -124,7 +131,12 @@ def main(argv=None) -> int:
         same = mine_ui["shapes"] == answers[0][0] and mine_api["shapes"] == answers[0][1]
         for k in range(1, args.frames):
             img = frame_b64(k)
-            mine_ui = local.track({"image": img, "shapes": [None], "states": mine_ui["states"]})
+            if k == 3:
+                extra = local.track({"image": frame_b64(2), "shapes": [{"type": "rectangle", "points": box2}],
+                                     "states": []})
+                mine_ui["states"] = mine_ui["states"] + extra["states"]
+            mine_ui = local.track({"image": img, "shapes": [None] * len(mine_ui["states"]),
+                                   "states": mine_ui["states"]})
             mine_api = local.track({"image": img, "shapes": [None, None], "states": mine_api["states"]})
             same &= mine_ui["shapes"] == answers[k][0] and mine_api["shapes"] == answers[k][1]
         print(f"in-process tracker on CVAT's frames gives the same shapes: {same}")

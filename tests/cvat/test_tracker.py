@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from backend.cvat.shapes import TooLarge, mask_box, mask_to_rle, rle_to_mask
+from backend.cvat.tracker import TrackerBusy
 from backend.engine import ImageSequenceSource
 from backend.serving.errors import BadRequest
 from tests.cvat.conftest import FRAMES
@@ -187,3 +188,17 @@ def test_bad_calls_are_4xx_and_keep_the_session(make_tracker, clip):
         tracker.track(start_body(clip.b64[0], [{"type": "mask", "points": [0, 4, 700, 0, 701, 1]}]))
     ok = tracker.track(continue_body(clip.b64[1], a["states"]))
     assert ok["states"][0]["frame"] == 1 and tracker.reinitialised == 0
+
+
+def test_a_busy_session_answers_409_and_a_closed_one_restarts(make_tracker, clip):
+    tracker = make_tracker(busy_timeout_s=0.2)
+    a = tracker.track(start_body(clip.b64[0], [{"type": "rectangle", "points": BOX_B}]))
+    session = tracker.sessions.peek(a["states"][0]["session"])
+    with session.lock:  # another call is tracking this session
+        with pytest.raises(TrackerBusy) as e:
+            tracker.track(continue_body(clip.b64[1], a["states"]))
+    assert e.value.status == 409 and "busy" in str(e.value)
+    session.closed = True  # as if evicted while this call waited for the lock
+    reply = tracker.track(continue_body(clip.b64[1], a["states"]))
+    assert reply["states"][0]["session"] != session.sid and reply["states"][0]["frame"] == 0
+    assert tracker.reinitialised == 1
