@@ -105,18 +105,25 @@ class CvatTracker:
         height, width = rgb.shape[:2]
         predictor = self._predictor(self.settings.model_wait_s)
         self.sessions.sweep()
+        jobs: list[_Job] = []
+        done = 0
+        answers: list[tuple[dict, TrackState] | None] = [None] * len(call.items)
         try:
             jobs = self._plan(call.items, width, height, predictor)
-            answers: list[tuple[dict, TrackState] | None] = [None] * len(call.items)
             digest = hashlib.blake2b(call.image.encode(), digest_size=16).digest()
             shared = self._recent_features(predictor, digest)
             for job in jobs:
                 shared = self._run(predictor, job, rgb, shared, answers, (width, height))
                 self._remember(digest, job.session.source.key, job.session.head)
+                done += 1
         except (PromptError, FrameError) as e:
             raise BadRequest(str(e)) from None
         except SessionBusy as e:
             raise TrackerBusy(str(e)) from None
+        finally:
+            for job in jobs[done:]:  # new sessions this call failed to hand out
+                if job.new:
+                    job.session.video.close()
         assert all(a is not None for a in answers)
         return {"shapes": [a[0] for a in answers], "states": [a[1].to_json() for a in answers]}
 

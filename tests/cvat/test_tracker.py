@@ -7,7 +7,6 @@ change a single pixel.
 import json
 import logging
 
-import numpy as np
 import pytest
 
 from backend.cvat.shapes import TooLarge, mask_box, mask_to_rle, rle_to_mask
