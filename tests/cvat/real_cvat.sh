@@ -7,7 +7,7 @@
 # WORK_DIR [/tmp/cvat-real-check]: venv, PostgreSQL cluster, Redis data, logs.
 # Needs: Python 3.12 (pyenv's 3.12 is used if present), Debian's postgresql 15 and redis-server,
 # libldap2-dev libsasl2-dev libxmlsec1-dev pkg-config (for CVAT's python-ldap and xmlsec), root (PostgreSQL runs as
-# the postgres user), and .venv of this repo with a model export in .cache/models (the 128 px random-init one).
+# the postgres user), and this repo's .venv (the 128 px random-init test model is exported if missing).
 #
 # What differs from a stock CVAT, and why (nothing in CVAT's code is changed):
 # - datumaro: CVAT pins a cvat-ai/datumaro GitHub archive whose Rust extension needs crates.io; neither is reachable
@@ -105,9 +105,9 @@ IAM_OPA_DATA_URL = f"{IAM_OPA_URL}/v1/data"
 EOF
 
 # ---- our service (basic auth) and CVAT pointed at it ----
-model="$(ls -d "$repo"/.cache/models/sam2.1_hiera_tiny_128_f32_s0_* | grep -v '\.tmp-' | head -1)"
+model="$(cd "$repo" && .venv/bin/python -c 'from tests import models; print(models.export_dir(128, "f32"))')"
 (cd "$repo" && MODEL_DIR="$model" PRECISION=f32 DATA_DIR="$work/run/sam2" BASIC_AUTH_USER=cvat BASIC_AUTH_PASS=s3cret \
-    PORT=59090 .venv/bin/python _wsgi.py --host 127.0.0.1 >"$work/run/sam2.log" 2>&1) & pids+=($!)
+    PORT=59090 exec .venv/bin/python _wsgi.py --host 127.0.0.1 >"$work/run/sam2.log" 2>&1) & pids+=($!)
 export DJANGO_SETTINGS_MODULE=cvat_local_settings PYTHONPATH="$work/run"
 export DJANGO_SECRET_KEY=local-check-only CVAT_ANALYTICS=0 ALLOWED_HOSTS=localhost,127.0.0.1
 export CVAT_POSTGRES_HOST=127.0.0.1 CVAT_POSTGRES_PORT=55432 CVAT_POSTGRES_USER=root CVAT_POSTGRES_PASSWORD=cvat
