@@ -55,7 +55,7 @@ def function_spec(settings: CvatSettings, model_version: str, state: str = "read
                 "model_version": model_version,
             },
         },
-        "spec": {"description": DESCRIPTION, "runtime": "python", "handler": "backend.cvat.nuclio:handler"},
+        "spec": {"description": DESCRIPTION, "runtime": "python:3.11", "handler": "main:handler"},
         "status": {"state": state, "httpPort": settings.http_port},
     }
 
