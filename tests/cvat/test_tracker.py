@@ -201,3 +201,30 @@ def test_a_busy_session_answers_409_and_a_closed_one_restarts(make_tracker, clip
     reply = tracker.track(continue_body(clip.b64[1], a["states"]))
     assert reply["states"][0]["session"] != session.sid and reply["states"][0]["frame"] == 0
     assert tracker.reinitialised == 1
+
+
+def test_an_object_the_model_never_sees_keeps_its_last_shape(tmp_path, clip, caplog):
+    """A model biased to "no object" gives empty masks everywhere: every answer is still a shape, the last box's."""
+    from backend.cvat.tracker import CvatTracker
+    from backend.engine import EngineSettings, VideoPredictor
+    from backend.settings import CvatSettings
+    from tests import models
+
+    blind = VideoPredictor(EngineSettings(model_dir=models.export_dir(128, "f32", bias=-20.0), precision="f32"))
+    tracker = CvatTracker(CvatSettings(), lambda timeout: blind)
+    box = [200.0, 100.0, 420.0, 380.0]
+    poly = [250, 120, 400, 120, 400, 300, 250, 300]
+    with caplog.at_level(logging.INFO, logger="backend.cvat.tracker"):
+        reply = tracker.track(start_body(clip.b64[0], [{"type": "rectangle", "points": box},
+                                                       {"type": "polygon", "points": poly}]))
+        # a mask prompt is its own answer on its frame (SAM 2 uses it as the output), so frame 0 has the polygon;
+        # from frame 1 the model sees nothing and both objects keep their last box
+        poly_box = reply["states"][1]["box"]
+        for frame in (1, 2):
+            reply = tracker.track(continue_body(clip.b64[frame], reply["states"]))
+            assert reply["shapes"][0] == {"type": "rectangle", "points": box}
+            x1, y1, x2, y2 = poly_box
+            assert reply["shapes"][1] == {"type": "polygon", "points": [x1, y1, x2, y1, x2, y2, x1, y2]}
+            assert [s["box"] for s in reply["states"]] == [box, poly_box]
+    assert "not visible" in caplog.text and tracker.reinitialised == 0
+    tracker.close()
