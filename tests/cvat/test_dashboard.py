@@ -129,3 +129,12 @@ def test_over_http_with_credentials_in_the_nuclio_host(app, clip):
             assert anon.status_code == 401
     finally:
         server.shutdown()
+
+
+def test_metrics_count_cvat_sessions(client, clip):
+    body = {"image": clip.b64[0], "shapes": [{"type": "rectangle", "points": [200, 100, 420, 380]}], "states": []}
+    assert client.post("/api/function_invocations", json=body, headers={**INVOKE, **AUTH}).status_code == 200
+    text = client.get("/metrics", headers=AUTH).get_data(as_text=True)
+    line = next(ln for ln in text.splitlines() if ln.startswith("sam2_cvat_sessions "))
+    assert float(line.split()[1]) >= 1
+    assert "sam2_cvat_reinitialised_total" in text
