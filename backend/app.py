@@ -64,6 +64,14 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
                   lambda: service.model.get(0).features.nbytes if service.model.state == "ready" else 0)
     metrics.gauge("sam2_media_cache_bytes", "Bytes of media in the disk cache", lambda: service.media.cache.nbytes)
 
+    if settings.cvat.enabled:  # CVAT's nuclio-dashboard API over the same engine (backend/cvat)
+        from backend.cvat import create_cvat_blueprint
+        cvat = create_cvat_blueprint(settings.cvat, service.model)
+        app.register_blueprint(cvat)
+        metrics.gauge("sam2_cvat_sessions", "CVAT tracking sessions held", lambda: len(cvat.tracker.sessions))
+        metrics.gauge("sam2_cvat_reinitialised_total", "CVAT objects re-initialised from a lost session's last box",
+                      lambda: cvat.tracker.reinitialised)
+
     @app.before_request
     def _auth_and_clock():
         g.t0 = time.perf_counter()

@@ -18,6 +18,8 @@ Every variable (units in the name or the comment; defaults in brackets):
 - Media (see `media_from_env` below): LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY (legacy token or personal access
   token), MEDIA_CACHE_DIR, MEDIA_CACHE_MAX_MB, MEDIA_MAX_FILE_MB, ALLOWED_MEDIA_HOSTS, LOCAL_FILES_DOCUMENT_ROOT,
   MEDIA_TIMEOUT_S, MEDIA_TOTAL_TIMEOUT_S, MEDIA_MAX_FRAME_PIXELS, MEDIA_MAX_VIDEO_FRAMES.
+- CVAT tracker function (see `CvatSettings`): CVAT_FUNCTION, CVAT_FUNCTION_NAME, CVAT_MAX_SESSIONS,
+  CVAT_SESSIONS_MAX_MB, CVAT_SESSION_TTL_S, CVAT_MAX_BODY_MB, CVAT_MAX_IMAGE_MPIX, CVAT_MAX_SHAPES.
 """
 from __future__ import annotations
 
@@ -49,6 +51,53 @@ def _num(env: Mapping[str, str], name: str, default: float, *, minimum: float, i
     return value
 
 
+# ---- CVAT tracker function (backend/cvat) ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CvatSettings:
+    """The CVAT tracker function and its nuclio-dashboard endpoints (defaults in brackets).
+
+    CVAT_FUNCTION [on]: answer CVAT's nuclio-dashboard API (off: the routes 404). CVAT_FUNCTION_NAME [sam2-tracker]:
+    the function id CVAT lists. CVAT_MAX_SESSIONS [64] and CVAT_SESSIONS_MAX_MB [2048]: tracking sessions kept
+    (LRU); CVAT_SESSION_TTL_S [3600]: an idle session is closed after this. A state whose session is gone is
+    re-initialised from its last box. CVAT_MAX_BODY_MB [64], CVAT_MAX_IMAGE_MPIX [40], CVAT_MAX_SHAPES [64]:
+    per-call caps (413 / 400 beyond them).
+    """
+
+    enabled: bool = True
+    function_name: str = "sam2-tracker"
+    max_sessions: int = 64
+    sessions_max_bytes: int = 2048 << 20
+    session_ttl_s: float = 3600.0
+    max_body_bytes: int = 64 << 20
+    max_image_pixels: int = 40_000_000
+    max_shapes: int = 64
+    model_wait_s: float = 60.0
+    busy_timeout_s: float = 30.0
+    stream_keep_frames: int = 2
+    http_port: int = 9090
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> CvatSettings:
+        flag = env.get("CVAT_FUNCTION", "on").strip().lower() or "on"
+        if flag not in ("on", "off", "1", "0", "true", "false"):
+            raise SettingsError(f"CVAT_FUNCTION={flag!r} is not on or off")
+        name = env.get("CVAT_FUNCTION_NAME", "sam2-tracker").strip() or "sam2-tracker"
+        if not all(c.isalnum() or c in "_.-" for c in name) or len(name) > 63:
+            raise SettingsError(f"CVAT_FUNCTION_NAME={name!r}: use letters, digits, '_', '.', '-' (CVAT's function "
+                                "id pattern), at most 63")
+        return cls(
+            enabled=flag in ("on", "1", "true"),
+            function_name=name,
+            max_sessions=int(_num(env, "CVAT_MAX_SESSIONS", 64, minimum=1, integer=True)),
+            sessions_max_bytes=int(_num(env, "CVAT_SESSIONS_MAX_MB", 2048, minimum=1) * (1 << 20)),
+            session_ttl_s=_num(env, "CVAT_SESSION_TTL_S", 3600.0, minimum=1.0),
+            max_body_bytes=int(_num(env, "CVAT_MAX_BODY_MB", 64, minimum=1) * (1 << 20)),
+            max_image_pixels=int(_num(env, "CVAT_MAX_IMAGE_MPIX", 40, minimum=0.01) * 1_000_000),
+            max_shapes=int(_num(env, "CVAT_MAX_SHAPES", 64, minimum=1, integer=True)),
+            http_port=int(_num(env, "PORT", 9090, minimum=1, integer=True)),
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     model_dir: Path
@@ -65,6 +114,7 @@ class Settings:
     model_version: str | None = None
     log_level: str = "INFO"
     media: MediaSettings | None = None
+    cvat: CvatSettings = field(default_factory=CvatSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -107,6 +157,7 @@ class Settings:
             model_version=env.get("MODEL_VERSION") or None,
             log_level=level,
             media=media,
+            cvat=CvatSettings.from_env(env),
         )
 
 
