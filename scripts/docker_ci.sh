@@ -128,6 +128,15 @@ else
   "$DOCKER" info >/dev/null 2>&1 || { tail -20 "$ART/dockerd.log" >&2; echo "docker_ci: dockerd did not start" >&2; exit 1; }
 fi
 figure engine_s $(( $(date +%s) - t0 ))
+# Leftovers of an earlier run killed before its trap ran (e.g. with the machine's session): only stopped containers
+# and unused networks/volumes of this script (label sam2-ci.run, compose projects sam2ci-*); docker refuses the rest.
+mapfile -t stale < <("$DOCKER" ps -aq --filter label=sam2-ci.run --filter status=exited --filter status=created
+                     "$DOCKER" ps -aq --filter status=exited --filter status=created --filter name=sam2ci-)
+[ ${#stale[@]} -eq 0 ] || { say "removing ${#stale[@]} stopped container(s) of earlier runs"; "$DOCKER" rm -v "${stale[@]}" >/dev/null 2>&1 || true; }
+for kind in network volume; do
+  mapfile -t stale < <("$DOCKER" "$kind" ls -q --filter label=sam2-ci.run; "$DOCKER" "$kind" ls -q --filter name=sam2ci-)
+  [ ${#stale[@]} -eq 0 ] || "$DOCKER" "$kind" rm "${stale[@]}" >/dev/null 2>&1 || true
+done
 say "engine: $("$DOCKER" version --format 'client {{.Client.Version}}, server {{.Server.Version}}') ($("$DOCKER" info --format '{{.Driver}}'))"
 
 # Compose v2 from PyPI (the same package scripts/check_docker.sh uses), run standalone against this daemon.
@@ -149,8 +158,10 @@ image_mb() { "$DOCKER" image inspect --format '{{.Size}}' "$1" | awk '{printf "%
 
 # ---------------------------------------------------------------- 2. stand-in base images
 if [ "${REBUILD_BASE:-}" = 1 ] || ! "$DOCKER" image inspect "$DEBIAN_IMAGE" >/dev/null 2>&1; then
-  mirror=${DEBIAN_MIRROR:-$(grep -rhoE '^(URIs:|deb) +https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-                            | awk '{print $2}' | head -1)}
+  # the Debian mirror apt uses here (one-line or deb822 sources), unless DEBIAN_MIRROR says otherwise
+  mirror=${DEBIAN_MIRROR:-$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources \
+                              2>/dev/null | grep -oE '^(URIs:|deb) +https?://[^ ]+/debian/?( |$)' | awk '{print $2}' \
+                              | head -1 || true)}
   mirror=${mirror:-http://deb.debian.org/debian}
   say "debootstrap --variant=minbase bookworm from $mirror -> $DEBIAN_IMAGE"
   b0=$(date +%s)
