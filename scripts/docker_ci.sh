@@ -204,7 +204,7 @@ figure model_dir_mb "$(du -sm "$model" | cut -f1)"
 # and the PyTorch CPU index is not reachable here; this machine's pip has the CPU wheel in a find-links folder. Ask
 # pip which file it would install for torch==2.13.0 (a dry run: nothing is downloaded) and use it only if it is a
 # local +cpu wheel.
-wheel=$(python3 -m pip install --dry-run --ignore-installed --no-deps --quiet --report - "torch==2.13.0" 2>/dev/null \
+wheel=$(.venv/bin/python -m pip install --dry-run --ignore-installed --no-deps --quiet --report - "torch==2.13.0" 2>/dev/null \
         | python3 -c 'import json, sys, urllib.parse as u
 url = json.load(sys.stdin)["install"][0]["download_info"]["url"]
 path = u.unquote(u.urlsplit(url).path)
