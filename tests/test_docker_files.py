@@ -2,7 +2,8 @@
 
 No Docker engine is needed: the Dockerfile is parsed here (continuations joined, stages split) and the compose file
 read with PyYAML. scripts/check_docker.sh runs `docker compose config`, hadolint and shellcheck on the same files;
-scripts/check_runtime.sh runs the runtime stage's install step, CMD and HEALTHCHECK outside Docker.
+scripts/check_runtime.sh runs the runtime stage's install step, CMD and HEALTHCHECK outside Docker; scripts/docker_ci.sh
+builds the images and runs them (tests/docker).
 """
 from __future__ import annotations
 
@@ -149,7 +150,11 @@ def test_model_sources_and_local_needs_no_torch(dockerfile):
     assert by_name["export"].base == "${PYTHON_IMAGE}"
     assert [a for k, a in head if k == "ARG" and a.startswith("PYTHON_IMAGE=")] == ["PYTHON_IMAGE=python:3.11-slim-bookworm"]
     export_runs = " ".join(by_name["export"].args("RUN"))
-    assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu bash scripts/install_export_deps.sh" in export_runs
+    # CPU torch from the PyTorch index by default; docker/wheels/ (bind-mounted, never a layer) can hold the wheel
+    assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in by_name["export"].args("ARG")
+    assert 'PIP_FIND_LINKS=/wheels TORCH_INDEX_URL="${TORCH_INDEX_URL}" bash scripts/install_export_deps.sh' in export_runs
+    assert export_runs.startswith("--mount=type=bind,source=docker/wheels,target=/wheels ")
+    assert not any("wheels" in a for a in by_name["export"].args("COPY")), "wheels must not be copied into a layer"
     assert "scripts/install_runtime.sh" in export_runs  # the exporter converts with OpenVINO
     download = " ".join(by_name["model-download"].args("RUN"))
     assert by_name["model-download"].base == "export"
@@ -232,14 +237,21 @@ def test_dockerignore_is_an_allow_list_covering_every_copy(dockerfile):
     for src in sources:
         src = src.replace("${LOCAL_MODEL_DIR}", "models/sam2.1_hiera_tiny")
         assert included(src), f"{src} is copied by the Dockerfile but excluded by .dockerignore"
+    assert included("docker/wheels"), "the export stage bind-mounts docker/wheels from the build context"
     for never in (".venv", ".ls-venv", ".cache", ".git", "tests", "artifacts", "checkpoints", "node_modules"):
         assert not included(never), f"{never} reaches the build context"
 
 
 # ------------------------------------------------------------------ compose
 
-def test_label_studio_image_is_1_23_2(compose):
-    assert compose["services"]["label-studio"]["image"] == LS_IMAGE
+def test_label_studio_image_is_the_official_1_23_2_unless_overridden(compose):
+    assert compose["services"]["label-studio"]["image"] == "${LABEL_STUDIO_IMAGE:-" + LS_IMAGE + "}"
+
+
+def test_the_ci_standin_override_replaces_only_the_label_studio_image():
+    override = yaml.safe_load((ROOT / "tests" / "docker" / "compose.label-studio-standin.yml").read_text())
+    assert override == {"services": {"label-studio": {"image": "sam2-ci/label-studio-standin:1.23.2"}}}
+    assert "standin" in override["services"]["label-studio"]["image"]  # named a stand-in, never the official name
 
 
 def test_ports_bound_to_loopback(compose):
@@ -261,9 +273,9 @@ def test_backend_service_wiring(compose):
     assert env["LABEL_STUDIO_URL"] == "http://label-studio:8080"
     assert env["WORKERS"] == "1"
     assert env["MODEL_DIR"] == "/models/" + be["build"]["args"]["MODEL"]
-    # the backend's key is LS's user token, with the same default
-    assert env["LABEL_STUDIO_API_KEY"] == lsenv["LABEL_STUDIO_USER_TOKEN"]
-    assert lsenv["LABEL_STUDIO_USER_TOKEN"].startswith("${LABEL_STUDIO_USER_TOKEN:-")
+    # the backend's key: a dedicated user's token when set, else LS's first user's (required, no default)
+    assert env["LABEL_STUDIO_API_KEY"].startswith("${SAM2_BACKEND_LS_TOKEN:-${LABEL_STUDIO_USER_TOKEN:?")
+    assert lsenv["LABEL_STUDIO_USER_TOKEN"].startswith("${LABEL_STUDIO_USER_TOKEN:?")
     # same local-files root, same volume, read-only for the backend
     root = lsenv["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"]
     assert env["LOCAL_FILES_DOCUMENT_ROOT"] == root
@@ -279,8 +291,46 @@ def test_label_studio_settings(compose):
     assert env["ML_BLOCK_LOCAL_IP"] == "false" and env["SSRF_PROTECTION_ENABLED"] == "false"
     assert env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
     assert env["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"] == "true"
-    for key in ("LABEL_STUDIO_USERNAME", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_USER_TOKEN"):
-        assert env[key].startswith("${" + key + ":-"), f"{key} should come from .env with a default"
+    assert env["LABEL_STUDIO_USERNAME"].startswith("${LABEL_STUDIO_USERNAME:-")
+    for key in ("LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_USER_TOKEN"):
+        # no default: compose refuses to start (scripts/check_docker.sh runs `docker compose config` to prove it)
+        assert env[key].startswith("${" + key + ":?"), f"{key} must be required, not defaulted"
+    assert env["LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK"] == "true"
+
+
+def test_env_example_carries_no_usable_secret():
+    values = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", ENV_EXAMPLE.read_text(), re.M))
+    assert values["LABEL_STUDIO_PASSWORD"] == "" and values["LABEL_STUDIO_USER_TOKEN"] == ""
+    assert values["SAM2_BACKEND_LS_TOKEN"] == ""
+
+
+def test_docker_env_sh_writes_fresh_secrets_and_never_overwrites(tmp_path):
+    import subprocess
+    script = ROOT / "scripts" / "docker_env.sh"
+    a, b = tmp_path / "a.env", tmp_path / "b.env"
+    for target in (a, b):
+        subprocess.run(["bash", str(script), str(target)], check=True, capture_output=True)
+    va = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", a.read_text(), re.M))
+    vb = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", b.read_text(), re.M))
+    assert re.fullmatch(r"[0-9a-f]{40}", va["LABEL_STUDIO_USER_TOKEN"]) and len(va["LABEL_STUDIO_PASSWORD"]) == 32
+    assert va["LABEL_STUDIO_USER_TOKEN"] != vb["LABEL_STUDIO_USER_TOKEN"]
+    assert va["LABEL_STUDIO_PASSWORD"] != vb["LABEL_STUDIO_PASSWORD"]
+    assert a.stat().st_mode & 0o077 == 0, "the env file must be private (0600)"
+    before = a.read_text()
+    again = subprocess.run(["bash", str(script), str(a)], capture_output=True, text=True)
+    assert again.returncode != 0 and a.read_text() == before
+
+
+def test_backend_runs_read_only_without_capabilities_and_stops_gracefully(compose, runtime):
+    be = compose["services"]["sam2-backend"]
+    assert be["read_only"] is True and be["cap_drop"] == ["ALL"]
+    assert be["security_opt"] == ["no-new-privileges:true"]
+    grace = int(be["stop_grace_period"].rstrip("s"))
+    graceful = int(re.search(r"--graceful-timeout (\d+)", ENTRYPOINT.read_text()).group(1))
+    assert grace > graceful, "docker must wait longer than gunicorn's graceful timeout before SIGKILL"
+    # temp files (gunicorn's heartbeat, control socket) must not need a writable root filesystem
+    env = stage_env(runtime)
+    assert env["TMPDIR"] == "/dev/shm" and env["XDG_RUNTIME_DIR"] == "/dev/shm"
 
 
 def test_healthchecks(compose, runtime):
@@ -339,6 +389,7 @@ def test_every_backend_env_var_is_read_by_the_backend(compose, runtime):
     src = _backend_sources()
     names = set(compose["services"]["sam2-backend"]["environment"]) | set(stage_env(runtime))
     names -= {"PIP_NO_CACHE_DIR", "PIP_DISABLE_PIP_VERSION_CHECK", "PIP_ROOT_USER_ACTION",
-              "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}  # read by pip and python themselves
+              "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "TMPDIR",  # read by pip and python themselves
+              "XDG_RUNTIME_DIR"}  # read by gunicorn (its control socket)
     unread = sorted(n for n in names if not _reads(n, src))
     assert not unread, f"set for the backend but read nowhere in backend/, _wsgi.py, docker/entrypoint.sh: {unread}"
