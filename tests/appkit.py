@@ -107,3 +107,13 @@ def wait_ready(client, timeout: float = 120.0) -> None:
     while client.get("/health").status_code != 200:
         assert time.monotonic() < end, "model did not load"
         time.sleep(0.1)
+
+
+def drop_session(service, task_id: int) -> None:
+    """Close a task's tracking session as a restart or an LRU eviction does (`TrackingService.drop`; before the
+    session store landed: `_drop` under the service lock)."""
+    if hasattr(service, "drop"):
+        service.drop(task_id)
+    else:
+        with service._lock:
+            service._drop(task_id)
