@@ -2,7 +2,8 @@
 
 Every variable (units in the name or the comment; defaults in brackets):
 
-- MODEL_DIR (required): a folder exported by `python -m model_export` (holds manifest.json).
+- MODEL_DIR (required): a folder exported by `python -m model_export` (holds manifest.json). A folder that is
+  missing or corrupt does not stop the process (no crash loop): /health answers 503 with the error.
 - PRECISION [auto]: OpenVINO inference precision, auto | f32 | bf16 (auto lets the CPU plugin pick; bf16 where the
   CPU supports it). OV_THREADS [0 = all cores]. OV_CACHE_DIR: OpenVINO compiled-model cache (faster restarts).
 - FEATURE_CACHE_MB [1024]: image features kept in RAM (LRU), shared by all sessions.
@@ -18,6 +19,7 @@ Every variable (units in the name or the comment; defaults in brackets):
 - Media (see backend.serving.media.MediaSettings.from_env): LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY (legacy token or
   personal access token), MEDIA_CACHE_DIR, MEDIA_CACHE_MAX_MB, MEDIA_MAX_FILE_MB, ALLOWED_MEDIA_HOSTS,
   LOCAL_FILES_DOCUMENT_ROOT, MEDIA_TIMEOUT_S.
+- Limits (caps, lock waits, webhook rate, LS write retries, health port): see backend.serving.limits.Limits.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend.serving.limits import Limits
 from backend.serving.media import MediaSettings
 
 
@@ -64,15 +67,13 @@ class Settings:
     model_version: str | None = None
     log_level: str = "INFO"
     media: MediaSettings | None = None
+    limits: Limits = field(default_factory=Limits)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         model_dir = env.get("MODEL_DIR", "").strip()
         if not model_dir:
             raise SettingsError("MODEL_DIR is not set; set it to a folder made by `python -m model_export --out DIR`")
-        if not (Path(model_dir) / "manifest.json").is_file():
-            raise SettingsError(f"MODEL_DIR={model_dir!r} holds no manifest.json; point it at a folder made by "
-                                "`python -m model_export --out DIR`")
         precision = env.get("PRECISION", "auto").strip().lower() or "auto"
         if precision not in ("auto", "f32", "bf16"):
             raise SettingsError(f"PRECISION={precision!r} is not one of auto, f32, bf16")
@@ -88,6 +89,10 @@ class Settings:
             raise SettingsError(f"LOG_LEVEL={level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         try:
             media = MediaSettings.from_env(env)
+        except ValueError as e:
+            raise SettingsError(str(e)) from None
+        try:
+            limits = Limits.from_env(env)
         except ValueError as e:
             raise SettingsError(str(e)) from None
         data_dir = Path(env.get("DATA_DIR") or Path(tempfile.gettempdir()) / "sam2-ls")
@@ -106,4 +111,5 @@ class Settings:
             model_version=env.get("MODEL_VERSION") or None,
             log_level=level,
             media=media,
+            limits=limits,
         )

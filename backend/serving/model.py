@@ -35,21 +35,30 @@ def model_version(manifest: dict) -> str:
 class ModelHolder:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.manifest = json.loads((Path(settings.model_dir) / "manifest.json").read_text())
-        self.version = settings.model_version or model_version(self.manifest)
-        self.name = self.manifest.get("model", "sam2")
         self._predictor: VideoPredictor | None = None
         self._error: str | None = None
         self._ready = threading.Event()
         self.load_seconds: float | None = None
+        self.manifest: dict = {}
+        try:  # a missing or corrupt model folder is reported on /health (503), not a crash loop
+            self.manifest = _read_manifest(Path(settings.model_dir))
+        except ValueError as e:
+            self._error = str(e)
+            logger.error("%s", e)
+        self.version = settings.model_version or (model_version(self.manifest) if self.manifest else "unavailable")
+        self.name = self.manifest.get("model", "sam2")
 
     def start(self) -> None:
+        if self._error is not None:
+            self._ready.set()
+            return
         threading.Thread(target=self._load, name="model-load", daemon=True).start()
 
     def _load(self) -> None:
         t0 = time.monotonic()
         s = self.settings
         try:
+            check_writable(Path(s.data_dir) / "spill", "DATA_DIR")
             self._predictor = VideoPredictor(EngineSettings(
                 model_dir=s.model_dir, precision=s.precision, threads=s.ov_threads,
                 feature_cache_bytes=s.feature_cache_bytes, spill_dir=Path(s.data_dir) / "spill",
@@ -58,7 +67,7 @@ class ModelHolder:
             logger.info("model %s loaded in %.1f s, inference precision %s", self.version, self.load_seconds,
                         self._predictor.runtime.precision)
         except Exception as e:
-            self._error = f"{type(e).__name__}: {e}"
+            self._error = f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) else str(e)
             logger.exception("model %s failed to load", self.version)
         finally:
             self._ready.set()
@@ -81,3 +90,35 @@ class ModelHolder:
         if self._error is not None:
             raise ModelNotReady(f"the model failed to load ({self._error}); fix MODEL_DIR and restart", status=500)
         raise ModelNotReady("the model is still loading; retry in a few seconds")
+
+
+def _read_manifest(model_dir: Path) -> dict:
+    """The export's manifest; ValueError naming MODEL_DIR and what to do when it is missing or unreadable."""
+    path = model_dir / "manifest.json"
+    if not model_dir.is_dir():
+        raise ValueError(f"MODEL_DIR={str(model_dir)!r} does not exist; mount the folder made by "
+                         "`python -m model_export --out DIR` there, then restart")
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"MODEL_DIR={str(model_dir)!r} holds no manifest.json; point it at a folder made by "
+                         "`python -m model_export --out DIR`, then restart") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"MODEL_DIR={str(model_dir)!r} has an unreadable manifest.json ({type(e).__name__}: "
+                         f"{e}); export the model again with `python -m model_export`, then restart") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"MODEL_DIR={str(model_dir)!r} has a manifest.json that is not a JSON object; export the "
+                         "model again with `python -m model_export`, then restart")
+    return manifest
+
+
+def check_writable(folder: Path, setting: str) -> None:
+    """Create `folder` and write a probe file there; ValueError naming `setting` when that fails."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{threading.get_ident()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"{folder} is not writable ({e.strerror or type(e).__name__}); set {setting} to a "
+                         "writable folder") from None
