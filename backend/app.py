@@ -140,7 +140,7 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(e: RequestEntityTooLarge):
-        return _error(413, f"the request body is larger than MAX_BODY_MB={settings.limits.max_body_bytes / (1 << 20):g} "
+        return _error(413, f"the request body is larger than MAX_BODY_MB={settings.limits.max_body_bytes / (1 << 20):.3g} "
                            "MB; send fewer regions or raise MAX_BODY_MB")
 
     @app.errorhandler(HTTPException)
@@ -154,8 +154,12 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
         return _error(500, f"internal error {ref}; the backend log has the details")
 
     def _json() -> dict:
-        # get_data honours MAX_CONTENT_LENGTH also for chunked bodies (werkzeug limits the stream: 413)
-        return parse_json_object(request.get_data(cache=False), max_depth=settings.limits.max_json_depth)
+        # a declared Content-Length over MAX_CONTENT_LENGTH is refused (413) before reading; a chunked body is read
+        # up to the cap, and werkzeug's stream raises 413 on the first read past it (readall alone stops silently)
+        raw = request.get_data(cache=False)
+        if len(raw) >= settings.limits.max_body_bytes:
+            request.stream.read(1)
+        return parse_json_object(raw, max_depth=settings.limits.max_json_depth)
 
     @app.get("/health")
     @app.get("/", endpoint="health")
