@@ -23,7 +23,7 @@ from backend.ls.errors import BackendError
 from backend.ls.lsclient import LabelStudioClient
 from backend.ls.service import TrackingService
 from backend.metrics import Metrics
-from backend.serving.bodies import parse_json_object
+from backend.serving.bodies import parse_json_object, read_body
 from backend.serving.health import HealthServer, health_report
 from backend.serving.limits import WEBHOOK_SECRET_HEADER
 from backend.serving.media import MediaResolver
@@ -156,9 +156,8 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
     def _json() -> dict:
         # a declared Content-Length over MAX_CONTENT_LENGTH is refused (413) before reading; a chunked body is read
         # up to the cap, and werkzeug's stream raises 413 on the first read past it (readall alone stops silently)
-        raw = request.get_data(cache=False)
-        if len(raw) >= settings.limits.max_body_bytes:
-            request.stream.read(1)
+        raw = read_body(request.stream, request.environ.get("gunicorn.socket"), settings.limits.max_body_bytes,
+                        settings.limits.body_timeout_s)
         return parse_json_object(raw, max_depth=settings.limits.max_json_depth)
 
     @app.get("/health")

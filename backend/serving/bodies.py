@@ -1,4 +1,4 @@
-"""Parse a JSON request body safely: bounded size (the caller caps it), bounded nesting depth, 400 on anything bad.
+"""Read and parse a JSON request body safely: bounded size and time, bounded nesting depth, 4xx on anything bad.
 
 `json.loads` recurses once per nesting level, so `'[' * 200000` raises RecursionError (a 500 in Flask). The depth is
 measured first, without recursion: string literals are blanked by one regex, then a cumulative sum over the
@@ -8,12 +8,44 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import time
+from typing import IO
 
 import numpy as np
+from werkzeug.exceptions import ClientDisconnected
 
-from backend.serving.errors import BadRequest
+from backend.serving.errors import BackendError, BadRequest
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def read_body(stream: IO[bytes], sock: socket.socket | None, max_bytes: int, timeout_s: float) -> bytes:
+    """The whole body from werkzeug's (length-limited) `stream`, within `timeout_s` seconds in total.
+
+    `sock` (gunicorn puts it in the WSGI environ) gets the remaining time as its timeout before every read, so a
+    client dripping its body cannot hold the thread longer than that (408). Past `max_bytes`, werkzeug's stream
+    raises RequestEntityTooLarge (413), also for chunked bodies without a Content-Length.
+    """
+    deadline = time.monotonic() + timeout_s
+    chunks, total = [], 0
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout()
+            if sock is not None:
+                sock.settimeout(left)
+            chunk = stream.read(min(1 << 16, max_bytes + 1 - total) if total <= max_bytes else 1)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            total += len(chunk)
+    except (socket.timeout, ClientDisconnected) as e:
+        if time.monotonic() < deadline and isinstance(e, ClientDisconnected):
+            raise BadRequest("the request body ended before its Content-Length; send the whole body") from None
+        raise BackendError(f"the request body did not arrive within BODY_TIMEOUT_S={timeout_s:g} s",
+                           status=408) from None
 
 
 def json_depth(raw: bytes) -> int:

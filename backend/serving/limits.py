@@ -6,6 +6,8 @@ LS echoes back (about 2,000 RLE results of a few KB each at 1080p -> ~40 MB of J
 
 Variables (defaults in brackets):
 - MAX_BODY_MB [64]: largest request body; bigger -> 413 before it is read.
+- BODY_TIMEOUT_S [30]: the whole request body must arrive within this time (a client dripping its body would
+  otherwise hold a request thread forever) -> 408.
 - MAX_JSON_DEPTH [64]: deepest nesting of arrays/objects in a JSON body (LS sends < 10) -> 400.
 - MAX_OBJECTS [32]: tracked objects per task -> 400.
 - MAX_POINTS [256]: keypoint and box prompts per task -> 400.
@@ -56,6 +58,7 @@ def _num(env: Mapping[str, str], name: str, default: float, *, minimum: float, i
 class Limits:
     max_body_bytes: int = 64 << 20
     max_json_depth: int = 64
+    body_timeout_s: float = 30.0
     max_objects: int = 32
     max_points: int = 256
     max_frames: int = 20000
@@ -84,6 +87,7 @@ class Limits:
         return cls(
             max_body_bytes=int(_num(env, "MAX_BODY_MB", 64, minimum=0.001) * (1 << 20)),
             max_json_depth=i("MAX_JSON_DEPTH", cls.max_json_depth, 2),
+            body_timeout_s=_num(env, "BODY_TIMEOUT_S", cls.body_timeout_s, minimum=0.1),
             max_objects=i("MAX_OBJECTS", cls.max_objects),
             max_points=i("MAX_POINTS", cls.max_points),
             max_frames=i("MAX_FRAMES", cls.max_frames),
