@@ -211,7 +211,7 @@ class TrackingService:
         session is dropped and rebuilt from LS on the next request. The caller holds the task's lock."""
         tracker = entry.tracker
         regions = parse_regions(raw, tracker.shape, num_frames=tracker.num_frames, frame_size=tracker.size,
-                                skip_bad=replay)
+                                skip_bad=not interactive)  # a saved annotation: one bad region must not block it
         regions = [self._strip_emitted(r, entry) for r in regions]
         with tracker.lock:
             before = (dict(tracker.ledger.entries), dict(tracker.book.labels), dict(tracker.book.by_key),
