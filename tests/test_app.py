@@ -1,44 +1,18 @@
 """The Flask backend end to end in-process (no Label Studio): protocol, prompts, propagation, corrections, batch."""
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 
 import numpy as np
 import pytest
 
 from backend.engine.frames import ImageSequenceSource
-from backend.ls.tasktrack import TaskTracker
 from tests import appkit as kit
 from tests.appkit import AUTH, N
 
 
 def _encoder_calls(app) -> int:
     return app.config["SERVICE"].model.get().runtime.calls("image_encoder")
-
-
-@contextlib.contextmanager
-def _held_jobs(jobs, task_id: int, timeout_s: float = 60.0):
-    """Hold `task_id`'s propagation jobs after their first frame until the block ends (or the job is cancelled), so
-    a test sees a job that is certainly still running. Frames answered on the request thread are not held."""
-    release, request_thread = threading.Event(), threading.get_ident()
-    record = TaskTracker.record
-
-    def held(self, result):
-        record(self, result)
-        if self.task_id == task_id and threading.get_ident() != request_thread:
-            end = time.monotonic() + timeout_s
-            while not release.wait(0.02) and time.monotonic() < end:
-                job = jobs.get(task_id)
-                if job is not None and job.cancel_event.is_set():
-                    return
-    TaskTracker.record = held
-    try:
-        yield
-    finally:
-        release.set()
-        TaskTracker.record = record
 
 
 def _engine_masks(app, media, box, fix_frame: int, fix_mask) -> dict[int, np.ndarray]:
@@ -237,7 +211,7 @@ def test_resending_the_same_prompts_keeps_the_running_job(app, client, media):
     task = kit.frames_task(108, "cup", N, annotations=[{"id": 1, "result": [box]}])
     service.settings = type(service.settings)(**{**service.settings.__dict__, "predict_time_budget_s": 0.5})
     try:
-        with _held_jobs(service.jobs, 108):
+        with kit.held_jobs(service.jobs, 108):
             kit.predict(client, task, kit.FRAMES_CONFIG, [box], headers=AUTH)
             job = service.jobs.get(108)
             assert job is not None and job.state == "running" and job.done <= 1
