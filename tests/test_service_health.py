@@ -2,7 +2,6 @@
 corrupt model folder or an unwritable spill folder is a clear 503 on /health, not a crash loop or a hang."""
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -17,7 +16,6 @@ import pytest
 from backend.app import create_app
 from backend.settings import Settings
 from tests import appkit as kit
-from tests.appkit import AUTH
 
 ROOT = Path(__file__).resolve().parents[1]
 

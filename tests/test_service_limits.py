@@ -181,8 +181,8 @@ def test_a_stored_prediction_declaring_a_huge_mask_is_ignored_fast(media, model_
                            headers=AUTH)
         assert resp.status_code == 200, resp.get_json()
         assert time.monotonic() - t0 < 60
-        from backend.ls.service import _decode
-        assert _decode(bad, size) is None
+        from backend.ls.identity import decode_stored
+        assert decode_stored(bad, size) is None
 
 
 def test_masks_are_stored_compressed_and_counted(client, media):

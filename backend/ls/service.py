@@ -15,9 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import replace
-
-import numpy as np
 
 from backend.engine import FrameError, PromptError
 from backend.ls import taskio
@@ -26,10 +23,9 @@ from backend.ls.entries import TaskEntry, build_entry, close_when_idle
 from backend.ls.errors import BackendError, BadRequest
 from backend.ls.labelconfig import FramesShape, TaskShape
 from backend.ls.lsclient import LabelStudioClient
-from backend.ls.prompts import mask_differs, parse_brush_region_id
-from backend.ls.regions import BrushRegion, Region, VideoRectRegion, parse_regions
-from backend.ls.rle import rle_to_mask
-from backend.ls.tasktrack import TaskTracker, mask_digest
+from backend.ls.identity import is_correction, reference_masks, rtype_of, strip_emitted
+from backend.ls.regions import parse_regions
+from backend.ls.tasktrack import TaskTracker
 from backend.ls.webhooks import ACTIONS, WebhookGate
 from backend.ls.writer import PredictionWriter
 from backend.serving.jobs import Job, JobManager, Pass
@@ -212,7 +208,7 @@ class TrackingService:
         tracker = entry.tracker
         regions = parse_regions(raw, tracker.shape, num_frames=tracker.num_frames, frame_size=tracker.size,
                                 skip_bad=not interactive)  # a saved annotation: one bad region must not block it
-        regions = [self._strip_emitted(r, entry) for r in regions]
+        regions = [strip_emitted(r, entry) for r in regions]
         with tracker.lock:
             before = (dict(tracker.ledger.entries), dict(tracker.book.labels), dict(tracker.book.by_key),
                       dict(tracker.prompt_regions))
@@ -222,11 +218,11 @@ class TrackingService:
                     (tracker.ledger.entries, tracker.book.labels, tracker.book.by_key,
                      tracker.prompt_regions) = (dict(before[0]), dict(before[1]), dict(before[2]), dict(before[3]))
             try:
-                masks_on = self._reference_masks(entry) if replay else tracker.masks_on
+                masks_on = reference_masks(entry) if replay else tracker.masks_on
                 changed = tracker.ledger.upsert(regions, tracker.book, masks_on,
-                                                lambda r: self._is_correction(r, entry), replay=replay)
+                                                lambda r: is_correction(r, entry), replay=replay)
                 if interactive:
-                    for rtype, label in {(_rtype(r), r.label) for r in regions}:
+                    for rtype, label in {(rtype_of(r), r.label) for r in regions}:
                         changed += tracker.ledger.remove_missing(regions, rtype, label)
                 self._check_caps(tracker)
             except Exception:  # nothing reached the engine yet: put the ledger back as it was
@@ -290,47 +286,6 @@ class TrackingService:
         total = tracker.num_frames + sum(tracker.num_frames - k for k in fixes)
         return self.jobs.start_stages(tracker, [prompts_stage] + [fix_stage(k) for k in fixes], self._write, total)
 
-    def _is_correction(self, region: BrushRegion, entry: TaskEntry) -> bool:
-        ours = parse_brush_region_id(region.id)
-        if ours is None:
-            return True  # a mask drawn by hand is a prompt
-        # accepted output if it is any mask we produced for that frame, or within tolerance of what we track now or
-        # of our stored prediction (an annotation saved before a re-propagation still holds the older masks)
-        if mask_digest(np.packbits(region.mask.ravel())) in entry.tracker.emitted_digests.get(ours, ()):
-            return False
-        known = [entry.tracker.mask(*ours)]
-        if region.id in entry.reference:
-            known.append(_decode(entry.reference[region.id], entry.tracker.size))
-        known = [m for m in known if m is not None]
-        return bool(known) and all(mask_differs(region.mask, m) for m in known)
-
-    def _reference_masks(self, entry: TaskEntry):
-        """frame -> {object: mask} of our earlier prediction (for replaying the identity rule on a rebuild)."""
-        def on(frame: int) -> dict[int, object]:
-            out = {}
-            for rid, res in entry.reference.items():
-                ours = parse_brush_region_id(rid)
-                if ours is not None and ours[1] == frame:
-                    mask = _decode(res, entry.tracker.size)
-                    if mask is not None:
-                        out[ours[0]] = mask
-            return out
-        return on
-
-    def _strip_emitted(self, region: Region, entry: TaskEntry) -> Region:
-        """Drop keyframes of a video region that are our own output echoed back (accepted, not prompts)."""
-        if not isinstance(region, VideoRectRegion):
-            return region
-        emitted = entry.tracker.emitted.get(region.id)
-        if emitted is None and region.id in entry.reference:
-            emitted = entry.tracker.boxes_of_sequence(entry.reference[region.id])
-        if not emitted:
-            return region
-        prompted = {e.frame for rid, e in entry.tracker.ledger.entries.items() if rid.startswith(region.id + "@")}
-        keep = tuple(kf for kf in region.keyframes if kf.frame in prompted or not _near(emitted.get(kf.frame),
-                                                                                        kf.box_xyxy))
-        return replace(region, keyframes=keep) if keep else region
-
     def _prediction(self, tracker: TaskTracker) -> dict:
         return {"result": tracker.results(), "model_version": self.model.version}
 
@@ -386,24 +341,5 @@ class TrackingService:
         self.frames_propagated += 1
 
 
+
 _ECHOED = ("keypointlabels", "rectanglelabels")  # prompt regions returned with the masks (see TaskTracker)
-
-
-def _decode(result: Mapping, frame_size: tuple[int, int]):
-    """HxW bool mask of a stored brush result, or None when it is not one we can read or is not of the task's
-    frame size (checked before decoding: a result declaring a huge size allocates nothing)."""
-    value = result.get("value") or {}
-    try:
-        return rle_to_mask(value.get("rle"), result.get("original_height"), result.get("original_width"),
-                           frame_size=frame_size)
-    except (TypeError, ValueError):
-        return None
-
-
-def _rtype(region: Region) -> str:
-    return {"KeypointRegion": "keypointlabels", "RectRegion": "rectanglelabels", "BrushRegion": "brushlabels",
-            "VideoRectRegion": "videorectangle"}[type(region).__name__]
-
-
-def _near(a, b, tol_px: float = 0.5) -> bool:
-    return a is not None and all(abs(x - y) <= tol_px for x, y in zip(a, b))
