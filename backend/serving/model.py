@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 class ModelNotReady(BackendError):
-    """The model is still loading (503, retry) or failed to load (500)."""
+    """The model is still loading (503, retry) or failed to load (503: unavailable until fixed; /health says why)."""
 
     status = 503
 
@@ -88,7 +88,7 @@ class ModelHolder:
         if self._predictor is not None:
             return self._predictor
         if self._error is not None:
-            raise ModelNotReady(f"the model failed to load ({self._error}); fix MODEL_DIR and restart", status=500)
+            raise ModelNotReady(f"the model failed to load ({self._error}); fix it and restart", status=503)
         raise ModelNotReady("the model is still loading; retry in a few seconds")
 
 
