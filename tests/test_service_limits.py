@@ -198,3 +198,6 @@ def test_masks_are_stored_compressed_and_counted(client, media):
     stored = sum(len(b) for b in tracker.packed.values())
     assert len(tracker.packed) == N and stored < packed_size / 4, (stored, packed_size)
     assert service.sessions.nbytes >= stored
+    kit.predict(client, kit.frames_task(906, "cup", N), kit.FRAMES_CONFIG, None, headers=AUTH)  # renders results
+    held = service.sessions.peek(906).nbytes()
+    assert stored < held < packed_size, (stored, held, packed_size)  # rendered RLE kept as bytes, not int lists

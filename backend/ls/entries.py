@@ -9,6 +9,8 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from backend.ls import taskio
 from backend.ls.errors import BackendError
 from backend.ls.labelconfig import TaskShape, VideoShape
@@ -32,7 +34,8 @@ class TaskEntry:
     closed: bool = False
 
     def nbytes(self) -> int:
-        ref = sum(8 * len(((r.get("value") or {}).get("rle") or ())) + 1000 for r in self.reference.values())
+        rles = [(r.get("value") or {}).get("rle") for r in self.reference.values()]
+        ref = sum((len(x) if x is not None else 0) + 1000 for x in rles)
         return self.tracker.nbytes() + ref
 
     def close_now(self) -> None:
@@ -92,7 +95,7 @@ def build_entry(task: Mapping, shape: TaskShape, key: str, refs: list[str], *, m
     if predictions is None and client is not None:
         with contextlib.suppress(BackendError):
             predictions = client.list_predictions(tid)
-    entry = TaskEntry(tracker, key, pins, taskio.reference_results(predictions, model.version))
+    entry = TaskEntry(tracker, key, pins, _compact(taskio.reference_results(predictions, model.version)))
     for rid, res in entry.reference.items():  # our earlier objects keep their numbers
         ours = parse_brush_region_id(rid)
         labels = (res.get("value") or {}).get("brushlabels") or []
@@ -102,3 +105,24 @@ def build_entry(task: Mapping, shape: TaskShape, key: str, refs: list[str], *, m
 
 
 Closer = Callable[[int, TaskEntry], None]
+
+
+def _compact(reference: dict[str, dict]) -> dict[str, dict]:
+    """Our earlier prediction's results with each brush RLE as a uint8 array (1 byte per RLE byte, not 8); results
+    whose RLE is not a list of bytes are dropped (they could never be decoded)."""
+    out = {}
+    for rid, res in reference.items():
+        value = res.get("value")
+        rle = value.get("rle") if isinstance(value, dict) else None
+        if rle is None:
+            out[rid] = res
+            continue
+        try:
+            arr = np.asarray(rle)
+            if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer) or \
+                    (arr.size and (arr.min() < 0 or arr.max() > 255)):
+                raise ValueError
+        except (ValueError, TypeError, OverflowError):
+            continue
+        out[rid] = dict(res, value=dict(value, rle=arr.astype(np.uint8)))
+    return out

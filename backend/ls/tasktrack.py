@@ -75,7 +75,7 @@ class TaskTracker:
         session's own memory is bounded by the engine's caps."""
         with self.lock:
             total = sum(len(b) + 100 for b in self.packed.values())
-            total += sum(8 * len(r["value"]["rle"]) + 1000 for r in self._rendered.values())
+            total += sum(len(r["value"]["rle"]) + 1000 for r in self._rendered.values())
             total += sum(40 * len(d) + 100 for d in self.emitted_digests.values())
             masks = {id(p.mask): p.mask.nbytes for p in list(self.applied.values()) + list(self.ledger.prompts().values())
                      if p.mask is not None}
@@ -194,8 +194,10 @@ class TaskTracker:
                     continue
                 res = brush_result(brush_region_id(obj, frame), shape.brush_name, shape.image_name, frame, mask,
                                    self.book.labels[obj], width=w, height=h, meta_text=self.book.display(obj))
+                # kept with the RLE as bytes: a list of Python ints costs 8 bytes per RLE byte
+                res = dict(res, value=dict(res["value"], rle=bytes(res["value"]["rle"])))
                 self._rendered[(obj, frame)] = res
-            out.append(res)
+            out.append(dict(res, value=dict(res["value"], rle=list(res["value"]["rle"]))))
         return out
 
     def _video_results(self, shape: VideoShape) -> list[dict]:
