@@ -16,7 +16,7 @@ from tests.fakehttp import LEGACY, FakeHost
 
 CLIPS = Path(os.environ.get("CLIPS_DIR", "/work/shared/clips"))
 _HERE = Path(__file__).resolve().parent
-_E2E_DIRS = tuple(_HERE / d for d in ("e2e", "fault", "load"))  # need a real Label Studio: marked `e2e`
+_E2E_DIR = _HERE / "e2e"
 logger = logging.getLogger(__name__)
 
 
@@ -25,9 +25,10 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    """Mark `e2e` every test that needs a real Label Studio: all of tests/e2e, and any test (tests/fault,
+    tests/load) that uses the `label_studio` fixture."""
     for item in items:
-        parents = Path(item.path).resolve().parents
-        if any(d in parents for d in _E2E_DIRS):
+        if _E2E_DIR in Path(item.path).resolve().parents or "label_studio" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
 
 

@@ -12,19 +12,7 @@ from backend.serving.errors import BackendError
 from backend.serving.media import MediaResolver, MediaSettings
 from backend.serving.tokens import TokenProvider, is_jwt
 from tests import appkit as kit
-from tests.e2e.ls_server import FRAMES_CONFIG
-
-
-def create_pat(label_studio) -> str:
-    """A PAT of the admin user, created through LS's own token API (authenticated with the legacy token); cached on
-    the server object because LS gives a user one live PAT at a time."""
-    if getattr(label_studio, "pat", None):
-        return label_studio.pat
-    api = label_studio.api
-    api.call("POST", "/api/jwt/settings", json={"api_tokens_enabled": True, "legacy_api_tokens_enabled": True,
-                                                "api_token_ttl_days": 30})
-    label_studio.pat = api.call("POST", "/api/token/")["token"]
-    return label_studio.pat
+from tests.e2e.ls_server import FRAMES_CONFIG, create_pat
 
 
 @pytest.fixture
