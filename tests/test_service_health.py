@@ -153,3 +153,20 @@ def test_health_answers_while_nine_slow_requests_hold_every_thread(gunicorn):
     finally:
         for s in slow:
             s.close()
+
+
+def test_leftover_spill_folders_are_removed_at_start_unless_another_backend_holds_them(tmp_path, model_128_f32):
+    spill = tmp_path / "d" / "spill"
+    (spill / "sess-crashed").mkdir(parents=True)
+    (spill / "sess-crashed" / "1_3.npz").write_bytes(b"x" * 4096)
+    env = {"MODEL_DIR": str(model_128_f32), "PRECISION": "f32", "DATA_DIR": str(tmp_path / "d"),
+           "MEDIA_CACHE_DIR": str(tmp_path / "c")}
+    first = create_app(Settings.from_env(env))
+    kit.wait_ready(first.test_client())
+    assert not (spill / "sess-crashed").exists()
+    (spill / "sess-live").mkdir()  # stands for a session of the running backend
+    second = create_app(Settings.from_env(env))
+    kit.wait_ready(second.test_client())
+    assert (spill / "sess-live").exists(), "a second backend on the same DATA_DIR deleted the first one's spill"
+    for app in (first, second):
+        app.config["SERVICE"].shutdown()

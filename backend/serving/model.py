@@ -5,8 +5,11 @@
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -59,6 +62,7 @@ class ModelHolder:
         s = self.settings
         try:
             check_writable(Path(s.data_dir) / "spill", "DATA_DIR")
+            self._spill_claim = claim_and_clean_spill(Path(s.data_dir) / "spill")
             self._predictor = VideoPredictor(EngineSettings(
                 model_dir=s.model_dir, precision=s.precision, threads=s.ov_threads,
                 feature_cache_bytes=s.feature_cache_bytes, spill_dir=Path(s.data_dir) / "spill",
@@ -122,3 +126,26 @@ def check_writable(folder: Path, setting: str) -> None:
     except OSError as e:
         raise ValueError(f"{folder} is not writable ({e.strerror or type(e).__name__}); set {setting} to a "
                          "writable folder") from None
+
+
+def claim_and_clean_spill(folder: Path):
+    """Take the spill folder for this process (an exclusive flock on `.owner.lock`, held while the returned file stays
+    open) and delete the session folders a crashed process left behind (`sess-*`). If another live backend holds the
+    folder (a shared DATA_DIR), nothing is deleted and None is returned."""
+    handle = open(folder / ".owner.lock", "a+b")  # noqa: SIM115 (kept open for the process lifetime)
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        logger.warning("%s is used by another running backend; leftover spill files are not cleaned (give each "
+                       "backend its own DATA_DIR)", folder)
+        return None
+    freed, count = 0, 0
+    for leftover in folder.glob("sess-*"):
+        for root, _, files in os.walk(leftover):
+            freed += sum((Path(root) / f).stat().st_size for f in files if (Path(root) / f).is_file())
+        shutil.rmtree(leftover, ignore_errors=True)
+        count += 1
+    if count:
+        logger.info("removed %d leftover spill folders (%.1f MB) from %s", count, freed / 1e6, folder)
+    return handle
