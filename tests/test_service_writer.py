@@ -109,3 +109,31 @@ def test_ls_down_while_a_job_writes_then_back(media, model_128_f32, tmp_path, ls
         assert status["state"] == "done" and status["write_error"] is None, status
         ours = ls.ours(601, version)
         assert len(ours) == 1 and len(kit.brushes(ours[0]["result"])) == 8
+
+
+def test_reconcile_keeps_the_given_one_and_deletes_our_other_duplicates(ls):
+    a, b = ls.add_prediction(7, [{"n": 1}], V), ls.add_prediction(7, [{"n": 2}], V)
+    other = ls.add_prediction(7, [], "other")
+    assert PredictionWriter(_client(ls.url), retry_s=0).reconcile(7, V, keep=a) == a
+    assert set(ls.predictions) >= {a, other} and b not in ls.predictions
+
+
+def test_a_batch_answer_that_ls_stores_beside_our_job_leaves_one_prediction(media, model_128_f32, tmp_path, ls):
+    """LS stores a batch /predict answer as a prediction of our version itself; our job writes its own: within a
+    few seconds one is left, complete."""
+    size = media[1]
+    task = kit.frames_task(602, "cup", 6, annotations=[{"id": 3, "result": [kit.point("a", 0, 50, 50, size)]}])
+    ls.add_task(task)
+    with running(make_app(media[0], model_128_f32, tmp_path, LABEL_STUDIO_URL=ls.url, LABEL_STUDIO_API_KEY="0" * 40,
+                          PREDICT_TIME_BUDGET_S=60)) as app:
+        client, version = app.test_client(), app.config["SERVICE"].model.version
+        body = {"tasks": [task], "label_config": kit.FRAMES_CONFIG, "project": "1.1", "params": {"context": None}}
+        answer = client.post("/predict", json=body, headers=AUTH).get_json()["results"][0]
+        assert kit.wait_job(client, 602, headers=AUTH)["state"] == "done"
+        ls.add_prediction(602, answer["result"], answer["model_version"])  # what LS does with the answer
+        assert len(ls.ours(602, version)) == 2
+        deadline = time.monotonic() + 20
+        while len(ls.ours(602, version)) > 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        ours = ls.ours(602, version)
+        assert len(ours) == 1 and len(kit.brushes(ours[0]["result"])) == 6

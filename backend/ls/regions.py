@@ -261,7 +261,8 @@ def parse_regions(
     labels_by_id: dict[str, list] = {}
     if isinstance(shape, VideoShape):
         for res in results:
-            if isinstance(res, dict) and res.get("type") == "labels" and res.get("from_name") == shape.labels_name:
+            if isinstance(res, dict) and res.get("type") == "labels" and res.get("from_name") == shape.labels_name \
+                    and isinstance(res.get("id"), str):
                 value = res.get("value")
                 labels_by_id[res.get("id")] = value.get("labels") if isinstance(value, dict) else None
     regions: list[Region] = []
@@ -270,6 +271,9 @@ def parse_regions(
             logger.debug("skipping a non-object result %r", res)
             continue
         rtype, from_name = res.get("type"), res.get("from_name")
+        if not isinstance(rtype, str) or not isinstance(from_name, str):
+            logger.debug("skipping a result whose type/from_name are not strings: %r / %r", rtype, from_name)
+            continue
         if isinstance(shape, FramesShape):
             attr, parser = _FRAME_PARSERS.get(rtype, (None, None))
             known = attr is not None and from_name == getattr(shape, attr)

@@ -133,7 +133,7 @@ class TrackingService:
 
     # ---- webhooks ----------------------------------------------------------------------------
     def _annotation_saved(self, task: Mapping, annotation: Mapping, shape: TaskShape) -> dict:
-        results = [r for r in annotation.get("result") or [] if isinstance(r, dict)]
+        results = _usable(annotation.get("result"))
         if not taskio.has_prompt_tools(results, shape):
             return {"status": "no prompts"}
         task = dict(task, annotations=[annotation], drafts=[])
@@ -179,7 +179,7 @@ class TrackingService:
         try:
             tid = taskio.task_id_of(task)
             entry = self.sessions.peek(tid)
-            results = taskio.prompt_results(task)
+            results = _usable(taskio.prompt_results(task))
             if entry is None and not taskio.has_prompt_tools(results, shape):
                 return {"result": [], "model_version": self.model.version}
             with self.task_locks.hold(tid):
@@ -189,6 +189,8 @@ class TrackingService:
             job = job or self.jobs.get(tid)
             if job is not None:
                 job.wait(max(0.0, deadline - time.monotonic()))
+            if self.writer is not None and job is not None:  # LS stores this answer as a prediction of ours too
+                self.writer.reconcile_later(tid, self._reconcile)
             return self._prediction(entry.tracker)
         except Exception as e:  # batch must never crash LS's loop over tasks
             level = logging.WARNING if isinstance(e, BackendError) else logging.ERROR
@@ -229,7 +231,8 @@ class TrackingService:
                 rollback()
                 raise
             for res in raw:
-                if isinstance(res, dict) and res.get("type") in _ECHOED and res.get("id") in tracker.ledger.entries:
+                if isinstance(res, dict) and res.get("type") in _ECHOED and isinstance(res.get("id"), str) \
+                        and res["id"] in tracker.ledger.entries:
                     tracker.prompt_regions[res["id"]] = dict(res, origin="prediction")
         job = self.jobs.get(tracker.task_id)
         if not changed:  # e.g. LS re-sending a saved annotation: keep the job that is already on it
@@ -304,6 +307,15 @@ class TrackingService:
                     entry.prediction_id, len(pred["result"]))
         self.sessions.touch(job.task_id)  # its masks grew: the store's byte cap is enforced on the new size
 
+    def _reconcile(self, task_id: int) -> None:
+        """Leave one prediction of our version in LS: the one our job writes (or the newest), never holding a lock
+        of ours while LS answers."""
+        entry = self.sessions.peek(task_id)
+        keep = entry.prediction_id if entry is not None else None
+        pid = self.writer.reconcile(task_id, self.model.version, keep)
+        if entry is not None and pid is not None:
+            entry.prediction_id = pid
+
     # ---- sessions ----------------------------------------------------------------------------
     def _entry(self, task: Mapping, shape: TaskShape) -> TaskEntry:
         """The task's session; built (media fetched, prompts from annotations applied) when missing or stale.
@@ -343,3 +355,9 @@ class TrackingService:
 
 
 _ECHOED = ("keypointlabels", "rectanglelabels")  # prompt regions returned with the masks (see TaskTracker)
+
+
+def _usable(results: object) -> list[dict]:
+    """The results that could be regions of a control: objects whose type and from_name are strings."""
+    return [r for r in results if isinstance(r, dict) and isinstance(r.get("type"), str)
+            and isinstance(r.get("from_name"), str)] if isinstance(results, list) else []

@@ -7,9 +7,14 @@
 - Retried: when LS is unreachable or answers 5xx, a final write is retried with backoff (1 s doubling to 30 s) for
   up to LS_WRITE_RETRY_S, then gives up with the last error (the job status shows it). A partial write is not
   retried: the next partial or the final write carries newer masks anyway.
+- Reconciled: LS stores a batch /predict answer as a prediction of our model version by itself, after we answered,
+  beside the one our job writes. `reconcile_later` looks again a few times over the next half minute and deletes
+  every duplicate of our version but the one we keep.
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import threading
 import time
@@ -29,6 +34,7 @@ class PredictionWriter:
         self.retry_s, self.first_delay_s, self.max_delay_s = retry_s, first_delay_s, max_delay_s
         self._locks = KeyedLocks(wait_s=lock_wait_s, setting="another write of the same task")
         self._clock = clock
+        self._later = _Later()
 
     def write(self, task_id: int, result: list[dict], model_version: str, *, known_id: int | None, final: bool,
               stop: threading.Event | None = None) -> int:
@@ -50,6 +56,35 @@ class PredictionWriter:
                 delay, attempt = min(delay * 2, self.max_delay_s), attempt + 1
                 known_id = None  # LS may have stored a create whose answer we lost: look again
 
+    def reconcile(self, task_id: int, model_version: str, keep: int | None) -> int | None:
+        """Delete our duplicates for the task, keeping `keep` when it still exists, else the newest; its id."""
+        with self._locks.hold(task_id):
+            mine = self._mine(task_id, model_version)
+            if not mine:
+                return None
+            chosen = keep if keep in mine else mine[-1]
+            self._delete(task_id, [p for p in mine if p != chosen], model_version)
+            return chosen
+
+    def reconcile_later(self, task_id: int, fn: Callable[[int], None], delays_s: tuple[float, ...] = (3, 10, 30)):
+        """Call fn(task_id) after each of `delays_s` seconds, on one background thread (bounded queue)."""
+        self._later.add(task_id, fn, delays_s)
+
+    def _mine(self, task_id: int, model_version: str) -> list[int]:
+        return sorted(int(p["id"]) for p in self.client.list_predictions(task_id)
+                      if isinstance(p, dict) and p.get("model_version") == model_version
+                      and isinstance(p.get("id"), int) and p.get("task", task_id) == task_id)
+
+    def _delete(self, task_id: int, ids: list[int], model_version: str) -> None:
+        for pid in ids:
+            try:
+                self.client.delete_prediction(pid)
+                logger.info("task %s: deleted duplicate prediction %s of model version %s", task_id, pid,
+                            model_version)
+            except BackendError as e:
+                if e.status != 404:
+                    raise
+
     def _write_once(self, task_id: int, result: list[dict], model_version: str, known_id: int | None) -> int:
         if known_id is None:
             known_id = self._adopt(task_id, model_version)
@@ -65,15 +100,41 @@ class PredictionWriter:
 
     def _adopt(self, task_id: int, model_version: str) -> int | None:
         """Keep the newest of our predictions for the task, delete our other duplicates; its id, or None."""
-        mine = sorted(int(p["id"]) for p in self.client.list_predictions(task_id)
-                      if isinstance(p, dict) and p.get("model_version") == model_version
-                      and isinstance(p.get("id"), int) and p.get("task", task_id) == task_id)
-        for pid in mine[:-1]:
-            try:
-                self.client.delete_prediction(pid)
-                logger.info("task %s: deleted duplicate prediction %s of model version %s", task_id, pid,
-                            model_version)
-            except BackendError as e:
-                if e.status != 404:
-                    raise
+        mine = self._mine(task_id, model_version)
+        self._delete(task_id, mine[:-1], model_version)
         return mine[-1] if mine else None
+
+
+class _Later:
+    """One daemon thread running (task, fn) calls at set times; at most `max_items` pending (latest dropped)."""
+
+    def __init__(self, max_items: int = 4096):
+        self.max_items = max_items
+        self._heap: list = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, task_id: int, fn: Callable[[int], None], delays_s: tuple[float, ...]) -> None:
+        now = time.monotonic()
+        with self._cond:
+            for d in delays_s:
+                heapq.heappush(self._heap, (now + d, next(self._seq), task_id, fn))
+            while len(self._heap) > self.max_items:
+                self._heap.remove(max(self._heap))
+                heapq.heapify(self._heap)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="ls-reconcile", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                _, _, task_id, fn = heapq.heappop(self._heap)
+            try:
+                fn(task_id)
+            except Exception as e:
+                logger.warning("task %s: reconciling predictions failed: %s", task_id, e)

@@ -141,10 +141,11 @@ class JobManager:
         return job
 
     def shutdown(self) -> None:
+        """Cancel every job (queued ones end at once, with their callbacks) and wait for running ones to stop."""
         with self._lock:
-            jobs = list(self._jobs.values())
-        for job in jobs:
-            job.cancel()
+            tids = list(self._jobs)
+        for tid in tids:
+            self.cancel(tid)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _run(self, job: Job) -> None:
@@ -182,6 +183,11 @@ class JobManager:
             logger.info("task %s: propagated %d frames in %.1f s", job.task_id, job.done, time.time() - job.started)
             self._write(writer, job, final=True)  # the writer retries LS failures (see backend.ls.writer)
             job.state = "done"
+        except OSError as e:  # the disk (spill folder): say what to fix, without the server's paths
+            job.state = "failed"
+            job.error = (f"writing to disk failed ({e.strerror or type(e).__name__}); check that DATA_DIR is "
+                         "writable and has free space, then prompt again")
+            logger.exception("task %s: propagation failed", job.task_id)
         except Exception as e:  # a job must never die silently: the status says why
             job.state, job.error = "failed", str(e) or type(e).__name__
             logger.exception("task %s: propagation failed", job.task_id)

@@ -70,8 +70,14 @@ class ModelHolder:
             self.load_seconds = time.monotonic() - t0
             logger.info("model %s loaded in %.1f s, inference precision %s", self.version, self.load_seconds,
                         self._predictor.runtime.precision)
-        except Exception as e:
-            self._error = f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) else str(e)
+        except ValueError as e:  # ours: already names the setting and what to do
+            self._error = str(e)
+            logger.error("model %s failed to load: %s", self.version, e)
+        except Exception as e:  # OpenVINO's: keep its first line, say which setting and what to do
+            first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+            self._error = (f"the model in MODEL_DIR={str(s.model_dir)!r} could not be loaded ({type(e).__name__}: "
+                           f"{first}); its files may be truncated or corrupt: export it again with "
+                           "`python -m model_export`, then restart")
             logger.exception("model %s failed to load", self.version)
         finally:
             self._ready.set()
