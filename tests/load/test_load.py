@@ -18,6 +18,7 @@ region id (the random-weight test model draws masks that do not follow the objec
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import threading
@@ -87,9 +88,9 @@ def load_setup(label_studio, model_128_f32, clips_dir, tmp_path_factory):
     specs = []
     for i in range(ANNOTATORS - 1):  # 7 tasks: annotators 0 and 1 share task 0, the others have one each
         count, size = 8 + i, (320 + 32 * i, 240 + 16 * i)
-        _frames(root, clips_dir / ("box.mp4" if i % 2 else "cup.mp4"), f"load{i}", count, size)
-        specs.append((f"load{i}", count, size))
-    api.add_local_storage(project, root, sync=False, title="load")
+        _frames(root, clips_dir / ("box.mp4" if i % 2 else "cup.mp4"), f"load/t{i}", count, size)
+        specs.append((f"load/t{i}", count, size))
+    api.add_local_storage(project, root / "load", sync=False, title="load")
     ids = api.import_tasks(project, [{"frames": frame_urls(folder, count)} for folder, count, _ in specs])
     tasks = [Task(tid, count, size) for tid, (_, count, size) in zip(ids, specs)]
     backend = start_backend(model_128_f32, tmp_path_factory.mktemp("load-backend"), ls_url=label_studio.url,
@@ -185,54 +186,61 @@ def _check_no_leak(result: list[dict], task: Task, stats: Stats, who: str) -> No
         elif r["value"]["brushlabels"][0] not in task.labels.values():
             stats.error(f"{who}: a mask labelled {r['value']['brushlabels']} on a task prompted only with "
                         f"{sorted(set(task.labels.values()))}")
-        else:
-            mask = kit.masks_of([r])[(r["id"], r["item_index"])]
-            if mask.shape != (task.size[1], task.size[0]):
-                stats.error(f"{who}: mask shape {mask.shape} on a {task.size} task")
+        else:  # the RLE's header holds its value count: width * height * 4 of the canvas it was drawn on
+            rle = r["value"]["rle"]
+            if int.from_bytes(bytes(rle[:4]), "big") != task.size[0] * task.size[1] * 4:
+                stats.error(f"{who}: an RLE of {int.from_bytes(bytes(rle[:4]), 'big')} values on a {task.size} task")
 
 
-def _sampler(backend, stats: Stats, stop: threading.Event) -> None:
-    worker = _worker_process(backend)
-    health_url = backend.url + "/health"
-    port = backend.health_port
-    i = 0
-    while not stop.is_set():
-        t0 = time.perf_counter()
-        try:
-            status = requests.get(health_url, timeout=5).status_code
-            ms = (time.perf_counter() - t0) * 1000
-            with stats.lock:
-                stats.health_ms.append(ms if status == 200 else float("inf"))
-        except requests.RequestException as e:
-            stats.error(f"/health: {type(e).__name__}")
-            with stats.lock:
-                stats.health_ms.append(float("inf"))
-        if port:
-            t0 = time.perf_counter()
-            try:
-                requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
-                with stats.lock:
-                    stats.health_port_ms.append((time.perf_counter() - t0) * 1000)
-            except requests.RequestException:
-                pass
-        if i % 5 == 0:
-            try:
-                with stats.lock:
-                    stats.rss_mb.append(worker.memory_info().rss / 2**20)
-            except psutil.Error:
-                stats.error("the backend worker process disappeared")
-        i += 1
-        stop.wait(0.2)
+def _sample(url: str, health_port: int | None, worker_pid: int, duration_s: float, out) -> None:
+    """In its own process (the annotator threads' JSON work must not delay the clock through the GIL): GET /health
+    every 0.2 s on the main port and on HEALTH_PORT, and the worker's RSS every second, for `duration_s`."""
+    main, side, rss, errors = [], [], [], []
+    worker = psutil.Process(worker_pid)
+    end, i = time.monotonic() + duration_s, 0
+    with requests.Session() as http:
+        while time.monotonic() < end:
+            for target, into in ((url + "/health", main), (f"http://127.0.0.1:{health_port}/health", side)):
+                if into is side and not health_port:
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    status = http.get(target, timeout=5).status_code
+                    into.append((time.perf_counter() - t0) * 1000 if status == 200 else float("inf"))
+                except requests.RequestException as e:
+                    into.append(float("inf"))
+                    errors.append(f"{target}: {type(e).__name__}")
+            if i % 5 == 0:
+                try:
+                    rss.append(worker.memory_info().rss / 2**20)
+                except psutil.Error:
+                    errors.append("the backend worker process disappeared")
+            i += 1
+            time.sleep(0.2)
+    out.send((main, side, rss, errors))
+    out.close()
+
+
+def _server_5xx(backend) -> dict[str, float]:
+    text = backend.get("/metrics").text
+    return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+            if ln.startswith("sam2_requests_total") and 'status="5' in ln}
 
 
 def test_eight_annotators_for_a_bounded_time(load_setup):
     api, project, ml, tasks, backend = load_setup
     # baseline: the model loaded, no session yet; sessions and features may add up to their caps
-    baseline_rss = _worker_process(backend).memory_info().rss / 2**20
+    worker = _worker_process(backend)
+    baseline_rss = worker.memory_info().rss / 2**20
+    before_5xx = _server_5xx(backend)  # e.g. /health 503 while the model loaded: not part of the run
     stats, stop = Stats(), threading.Event()
-    threads = [threading.Thread(target=_sampler, args=(backend, stats, stop), daemon=True)]
-    threads += [threading.Thread(target=_annotator, args=(n, api, project, ml, tasks, backend, stats, stop),
-                                 daemon=True) for n in range(ANNOTATORS)]
+    ctx = multiprocessing.get_context("fork")  # started before any annotator thread exists
+    received, sent = ctx.Pipe(duplex=False)
+    sampler = ctx.Process(target=_sample, args=(backend.url, backend.health_port, worker.pid, DURATION_S, sent),
+                          daemon=True)
+    sampler.start()
+    threads = [threading.Thread(target=_annotator, args=(n, api, project, ml, tasks, backend, stats, stop),
+                                daemon=True) for n in range(ANNOTATORS)]
     t0 = time.monotonic()
     for t in threads:
         t.start()
@@ -242,6 +250,11 @@ def test_eight_annotators_for_a_bounded_time(load_setup):
         t.join(130)  # an interactive call may still be in flight (LS gives /predict 100 s)
     elapsed = time.monotonic() - t0
     assert not any(t.is_alive() for t in threads), "a simulated annotator did not stop"
+    assert received.poll(60), "the health/RSS sampler sent nothing"
+    stats.health_ms, stats.health_port_ms, stats.rss_mb, sampler_errors = received.recv()
+    sampler.join(10)
+    for e in sampler_errors:
+        stats.error(e)
 
     # quiescence: every job ends and LS holds each task's complete prediction with every prompt
     version = backend.get("/versions").json()["model_version"]
@@ -267,9 +280,8 @@ def test_eight_annotators_for_a_bounded_time(load_setup):
             if prompts - echoed:
                 stats.error(f"task {task.id}: prompts missing from the stored prediction: {sorted(prompts - echoed)}")
 
-    metrics = backend.get("/metrics").text
-    server_5xx = [ln for ln in metrics.splitlines() if ln.startswith("sam2_requests_total") and 'status="5' in ln
-                  and not ln.endswith(" 0.0")]
+    server_5xx = {k: v - before_5xx.get(k, 0.0) for k, v in _server_5xx(backend).items()
+                  if v > before_5xx.get(k, 0.0)}
     health = np.array(stats.health_ms)
     p99 = float(np.percentile(health, 99)) if len(health) else float("inf")
     limit_mb = baseline_rss + CAPS["FEATURE_CACHE_MB"] + CAPS["SESSION_MAX_MB"] + RSS_SLACK_MB
