@@ -60,6 +60,7 @@ class Stats:
     health_port_ms: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
     last_context: dict[tuple[int, int], list[dict]] = field(default_factory=dict)  # (annotator, task) -> regions
+    submitted: dict[int, tuple[float, list[dict]]] = field(default_factory=dict)  # task -> (when, saved regions)
 
     def count(self, what: str) -> None:
         with self.lock:
@@ -159,6 +160,18 @@ def _annotator(n: int, api, project: int, ml: int, tasks: list[Task], backend, s
         except requests.RequestException as e:
             stats.error(f"annotator {n}: {type(e).__name__}: {e}")
         stop.wait(rng.uniform(0.3, 1.5))
+    # "Submit": the annotator saves what the editor holds (unsaved prompts live only in the editor and the backend's
+    # session, which MAX_SESSIONS may evict; what is saved must end up in LS's prediction)
+    if regions:
+        try:
+            if annotation_id is None:
+                annotation_id = api.create_annotation(task.id, list(regions))["id"]
+            else:
+                api.update_annotation(annotation_id, list(regions))
+            with stats.lock:
+                stats.submitted[task.id] = (time.monotonic(), list(regions))  # the latest save wins on a task
+        except (LSApiError, requests.RequestException) as e:
+            stats.error(f"annotator {n}: final save failed: {e}")
 
 
 def _check_answer(answer, task: Task, sent: list[dict], stats: Stats, who: str) -> None:
@@ -256,29 +269,25 @@ def test_eight_annotators_for_a_bounded_time(load_setup):
     for e in sampler_errors:
         stats.error(e)
 
-    # quiescence: every job ends and LS holds each task's complete prediction with every prompt
+    # quiescence: the final saves reach the backend (LS webhooks), jobs end, and LS's prediction of each task holds
+    # every prompt of the task's latest saved annotation
     version = backend.get("/versions").json()["model_version"]
-    end = time.monotonic() + 180
-    for task in tasks:
-        while time.monotonic() < end:
-            job = backend.get(f"/jobs/{task.id}")
-            if job.status_code == 404 or job.json()["state"] in ("done", "failed", "cancelled"):
-                break
-            time.sleep(0.5)
+    end = time.monotonic() + 240
     final = {}
     for task in tasks:
-        prompts = {r["id"] for (n, tid), ctx in stats.last_context.items() if tid == task.id for r in ctx}
-        mine = [p for p in api.predictions(task.id) if p["model_version"] == version]
+        prompts = {r["id"] for r in stats.submitted.get(task.id, (0, []))[1]}
+        while True:
+            mine = [p for p in api.predictions(task.id) if p["model_version"] == version]
+            echoed = {r["id"] for p in mine[-1:] for r in p["result"]
+                      if r["type"] in ("keypointlabels", "rectanglelabels")}
+            if prompts <= echoed or time.monotonic() > end:
+                break
+            time.sleep(1)
         final[task.id] = (len(mine), prompts)
-        if prompts and not mine:
-            stats.error(f"task {task.id}: no prediction of {version} in LS after the run")
-            continue
+        if prompts - echoed:
+            stats.error(f"task {task.id}: saved prompts missing from LS's prediction: {sorted(prompts - echoed)}")
         for p in mine:
             _check_no_leak(p["result"], task, stats, f"LS prediction {p['id']} of task {task.id}")
-        if mine:
-            echoed = {r["id"] for r in mine[-1]["result"] if r["type"] in ("keypointlabels", "rectanglelabels")}
-            if prompts - echoed:
-                stats.error(f"task {task.id}: prompts missing from the stored prediction: {sorted(prompts - echoed)}")
 
     server_5xx = {k: v - before_5xx.get(k, 0.0) for k, v in _server_5xx(backend).items()
                   if v > before_5xx.get(k, 0.0)}
