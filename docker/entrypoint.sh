@@ -25,5 +25,4 @@ fi
 # --limit-request-line/-fields/-field_size: gunicorn's defaults, spelled out: headers are small and bounded; bodies
 #   are capped by MAX_BODY_MB in the app.
 exec gunicorn --bind "0.0.0.0:${PORT}" --workers 1 --threads "${THREADS}" --timeout 60 --graceful-timeout 30 \
-  --keep-alive 5 --limit-request-line 8190 --limit-request-fields 100 --limit-request-field_size 8190 \
-  _wsgi:app
+  --keep-alive 5 --limit-request-line 8190 --limit-request-fields 100 --limit-request-field_size 8190 _wsgi:app
