@@ -49,11 +49,13 @@ class TaskEntry:
         logger.info("task %s: session closed", self.tracker.task_id)
 
 
-def close_when_idle(entry: TaskEntry, *, retry_s: float = 0.5, give_up_s: float = 600.0) -> None:
-    """Close the entry's engine session once nothing uses it (its lock is free); never blocks the caller."""
+def close_when_idle(entry: TaskEntry, *, in_use: Callable[[], bool] = lambda: False, retry_s: float = 0.5,
+                    give_up_s: float = 600.0) -> None:
+    """Close the entry's engine session once nothing uses it (no request holds its task, the engine session's lock
+    is free); never blocks the caller: a busy session is retried every `retry_s` on a timer."""
     def attempt(left: float) -> None:
         lock = entry.tracker.session.lock
-        if lock.acquire(blocking=False):
+        if not in_use() and lock.acquire(blocking=False):
             try:
                 entry.close_now()
             finally:

@@ -160,7 +160,11 @@ class TrackingService:
         if shape is None:
             shape = self.configs.remember(str(task["project"]),
                                           self.client.get_project(task["project"]).get("label_config") or "")
-        status = self._annotation_saved(task, annotation, shape)
+        try:
+            status = self._annotation_saved(task, annotation, shape)
+        except TaskBusy:  # someone is prompting the task right now: look again after the interval
+            self.webhooks.submit({"action": ACTIONS[1], "task": {"id": task_id}, "annotation": {"id": annotation_id}})
+            return
         logger.info("unauthenticated webhook for task %s: %s", task_id, status["status"])
 
     # ---- modes -------------------------------------------------------------------------------
@@ -347,7 +351,7 @@ class TrackingService:
         session once the job has left it (nothing here blocks the evicting request)."""
         if self.jobs.get(tid) is not None:
             self.jobs.cancel(tid)
-        self.jobs.after(tid, lambda: close_when_idle(entry))
+        self.jobs.after(tid, lambda: close_when_idle(entry, in_use=lambda: self.task_locks.busy(tid)))
 
     def _count_frame(self) -> None:
         self.frames_propagated += 1

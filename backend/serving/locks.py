@@ -33,6 +33,11 @@ class KeyedLocks:
         with self._lock:
             return len(self._locks)
 
+    def busy(self, key: Hashable) -> bool:
+        """Whether a request holds or waits for `key` right now."""
+        with self._lock:
+            return key in self._locks
+
     @contextlib.contextmanager
     def hold(self, key: Hashable, wait_s: float | None = None) -> Iterator[None]:
         """Hold `key`'s lock; TaskBusy (409) when another holder keeps it longer than `wait_s` seconds."""
