@@ -12,6 +12,7 @@ import hmac
 import logging
 import time
 import uuid
+from pathlib import Path
 
 from flask import Flask, Response, g, jsonify, request
 from prometheus_client import generate_latest
@@ -91,7 +92,8 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
     metrics.gauge("sam2_session_bytes", "Bytes of tracked masks held by task sessions", lambda: service.sessions.nbytes)
     credentials = f"{settings.basic_auth[0]}:{settings.basic_auth[1]}".encode() if settings.basic_auth else None
     if settings.limits.health_port:
-        app.config["HEALTH_SERVER"] = HealthServer(service.model, settings.limits.health_port).start()
+        app.config["HEALTH_SERVER"] = HealthServer(service.model, settings.limits.health_port,
+                                                   Path(settings.data_dir)).start()
 
     @app.before_request
     def _auth_and_clock():

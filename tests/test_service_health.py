@@ -2,6 +2,7 @@
 corrupt model folder or an unwritable spill folder is a clear 503 on /health, not a crash loop or a hang."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -170,3 +171,37 @@ def test_leftover_spill_folders_are_removed_at_start_unless_another_backend_hold
     assert (spill / "sess-live").exists(), "a second backend on the same DATA_DIR deleted the first one's spill"
     for app in (first, second):
         app.config["SERVICE"].shutdown()
+
+
+def test_the_health_process_answers_from_the_heartbeat_and_says_when_it_is_stale(tmp_path):
+    """The dedicated /health runs in its own process (no GIL shared with request threads): fresh heartbeat -> the
+    backend's answer; a heartbeat older than --stale-s -> 503 STALLED; no heartbeat yet -> 503."""
+    port, state = _free_port(), tmp_path / "health.json"
+    proc = subprocess.Popen([sys.executable, "-m", "backend.serving.healthd", "--port", str(port), "--state",
+                             str(state), "--parent", str(os.getpid()), "--stale-s", "2"], cwd=ROOT)
+    url = f"http://127.0.0.1:{port}/health"
+    try:
+        deadline = time.monotonic() + 20
+        while _get(url, 1)[0] is None:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        assert _get(url, 2)[0] == 503  # nothing reported yet
+        state.write_text(json.dumps({"status": "UP", "state": "ready", "http_status": 200, "heartbeat": time.time()}))
+        assert _get(url, 2)[0] == 200
+        state.write_text(json.dumps({"status": "UP", "state": "ready", "http_status": 200,
+                                     "heartbeat": time.time() - 5}))
+        with _open(url) as body:
+            assert body["status"] == "STALLED" and "not reported" in body["error"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _open(url: str):
+    import contextlib
+    try:
+        urllib.request.urlopen(url, timeout=2)
+    except urllib.error.HTTPError as e:
+        assert e.code == 503
+        return contextlib.nullcontext(json.loads(e.read()))
+    raise AssertionError("a stale heartbeat answered 200")

@@ -1,17 +1,23 @@
 """/health: the model's state, on the app's route and on a dedicated listener that needs no request thread.
 
 Under gunicorn's gthread worker every request (also /health) waits for one of THREADS request threads; nine slow
-requests, or a few clients dripping their headers, leave none for /health, and Docker or a load balancer then
-restarts a healthy backend. `HealthServer` answers GET /health on HEALTH_PORT from its own small thread, reading
-only in-memory state (no lock a request holds), with a 5 s socket timeout per connection, so it answers while
-every request thread is busy. Docker's HEALTHCHECK uses it; LS keeps calling /health on the main port.
+requests, or a few clients dripping their headers, leave none for /health, and an orchestrator then restarts a
+healthy backend. A listener thread inside the process is not enough either: it shares the GIL with the request
+threads' Python work (measured under load: p99 337 ms). So `HealthServer` writes the health report and a heartbeat
+into a small file every second, and a separate process (`backend.serving.healthd`) answers GET /health on
+HEALTH_PORT from it, 503 when the heartbeat is older than 15 s (the backend process is wedged). LS keeps calling
+/health on the main port.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from pathlib import Path
 
 from backend.serving.model import ModelHolder
 
@@ -30,44 +36,51 @@ def health_report(model: ModelHolder) -> tuple[dict, int]:
 
 
 class HealthServer:
-    def __init__(self, model: ModelHolder, port: int, host: str = "0.0.0.0"):
-        self.model, self.port, self.host = model, port, host
-        self._server: ThreadingHTTPServer | None = None
+    """Runs the health process on `port` and feeds it a heartbeat file under `state_dir`."""
+
+    def __init__(self, model: ModelHolder, port: int, state_dir: Path, *, interval_s: float = 1.0,
+                 stale_s: float = 15.0):
+        self.model, self.port, self.interval_s, self.stale_s = model, port, interval_s, stale_s
+        self.state_file = Path(state_dir) / f"health-{os.getpid()}.json"
+        self._stop = threading.Event()
+        self._proc: subprocess.Popen | None = None
 
     def start(self) -> HealthServer:
-        """Listen in a daemon thread; a port already taken is logged, never fatal (the main /health still works)."""
-        model = self.model
-
-        class Handler(BaseHTTPRequestHandler):
-            timeout = 5.0  # a client that sends nothing holds a health thread at most this long
-
-            def do_GET(self):  # noqa: N802 (http.server's naming)
-                if self.path.split("?")[0] not in ("/health", "/"):
-                    body, status = {"error": "only GET /health is served on this port"}, 404
-                else:
-                    body, status = health_report(model)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, fmt, *args):  # keep the access log quiet: Docker polls every few seconds
-                logger.debug("health: " + fmt, *args)
-
+        """Start the heartbeat thread and the health process; a failure is logged, never fatal (the main /health
+        still works)."""
         try:
-            self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            self._beat()
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "backend.serving.healthd", "--port", str(self.port), "--state",
+                 str(self.state_file), "--parent", str(os.getpid()), "--stale-s", str(self.stale_s)],
+                cwd=Path(__file__).resolve().parents[2], stdin=subprocess.DEVNULL)
         except OSError as e:
-            logger.error("HEALTH_PORT=%s: cannot listen (%s); /health on the main port still answers", self.port, e)
+            logger.error("HEALTH_PORT=%s: cannot start the health process (%s); /health on the main port still "
+                         "answers", self.port, e)
             return self
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, name="health", daemon=True).start()
-        logger.info("health listener on port %s", self.port)
+        threading.Thread(target=self._loop, name="health-heartbeat", daemon=True).start()
+        logger.info("health process %s on port %s", self._proc.pid, self.port)
         return self
 
+    def _beat(self) -> None:
+        body, status = health_report(self.model)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dict(body, http_status=status, heartbeat=time.time())))
+        os.replace(tmp, self.state_file)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self._beat()
+            except OSError as e:  # the health process turns a stale heartbeat into a 503
+                logger.warning("health heartbeat not written: %s", e)
+
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        self._stop.set()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()

@@ -20,8 +20,8 @@ Variables (defaults in brackets):
   most one LS read per task per interval. WEBHOOK_RATE_PER_MIN [30]: token bucket over all unauthenticated webhooks.
   WEBHOOK_QUEUE_MAX [256]: tasks waiting for an unauthenticated webhook to be processed (more are dropped, logged).
 - LS_WRITE_RETRY_S [300]: how long a job keeps retrying a failed prediction write (backoff 1 s doubling to 30 s).
-- HEALTH_PORT [0 = off; docker/entrypoint.sh sets 9091]: a dedicated /health listener on its own thread, answering
-  while every request thread is busy (Docker HEALTHCHECK uses it).
+- HEALTH_PORT [0 = off; docker/entrypoint.sh sets 9091]: a dedicated /health process (see backend.serving.health),
+  answering while every request thread is busy.
 """
 from __future__ import annotations
 
