@@ -29,7 +29,8 @@ def _final(client, task) -> dict:
 @pytest.fixture(scope="module")
 def two_sessions(media, model_128_f32, tmp_path_factory):
     root, _ = media
-    with running(make_app(root, model_128_f32, tmp_path_factory.mktemp("s2"), MAX_SESSIONS=2, JOB_WORKERS=2)) as app:
+    with running(make_app(root, model_128_f32, tmp_path_factory.mktemp("s2"), MAX_SESSIONS=2, JOB_WORKERS=2,
+                          PREDICT_TIME_BUDGET_S=1)) as app:
         yield app
 
 
