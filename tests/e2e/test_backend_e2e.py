@@ -102,7 +102,9 @@ def test_corrected_mask_repropagates_and_keeps_earlier_frames(label_studio, fram
     for i in range(K):
         assert np.array_equal(after[i], before[i]), f"frame {i} before the correction changed"
     assert any(not np.array_equal(after[i], before[i]) for i in range(K + 1, N))
-    status = backend.get(f"/jobs/{tasks[0]}").json()
+    end = time.monotonic() + 60  # the job is "done" once its final write (and any retry) has returned
+    while (status := backend.get(f"/jobs/{tasks[0]}").json())["state"] == "running" and time.monotonic() < end:
+        time.sleep(0.2)
     assert status["state"] == "done" and status["frames_total"] == N - K
 
 

@@ -60,7 +60,8 @@ class Stats:
     health_port_ms: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
     last_context: dict[tuple[int, int], list[dict]] = field(default_factory=dict)  # (annotator, task) -> regions
-    submitted: dict[int, tuple[float, list[dict]]] = field(default_factory=dict)  # task -> (when, saved regions)
+    submitted: dict[int, list[dict]] = field(default_factory=dict)  # task -> regions of its latest saved annotation
+    final: dict[int, tuple] = field(default_factory=dict)  # annotator -> (task, annotation id, regions)
 
     def count(self, what: str) -> None:
         with self.lock:
@@ -133,7 +134,13 @@ def _annotator(n: int, api, project: int, ml: int, tasks: list[Task], backend, s
                     regions.append(kit.point(rid, frame, x, y, task.size, label=label))
                 else:
                     regions.append(kit.rect(rid, frame, x, y, 20, 20, task.size, label=label))
-                answer = api.interactive(ml, task.id, regions)
+                for attempt in range(4):  # a busy task answers 409 + Retry-After; the annotator clicks again
+                    answer = api.interactive(ml, task.id, regions)
+                    busy = isinstance(answer, dict) and "409" in str(answer.get("errors", ""))
+                    if not busy:
+                        break
+                    stats.count("busy 409, retried")
+                    stop.wait(2)
                 stats.count("interactive")
                 _check_answer(answer, task, regions, stats, f"annotator {n} task {task.id}")
                 with stats.lock:
@@ -160,18 +167,8 @@ def _annotator(n: int, api, project: int, ml: int, tasks: list[Task], backend, s
         except requests.RequestException as e:
             stats.error(f"annotator {n}: {type(e).__name__}: {e}")
         stop.wait(rng.uniform(0.3, 1.5))
-    # "Submit": the annotator saves what the editor holds (unsaved prompts live only in the editor and the backend's
-    # session, which MAX_SESSIONS may evict; what is saved must end up in LS's prediction)
-    if regions:
-        try:
-            if annotation_id is None:
-                annotation_id = api.create_annotation(task.id, list(regions))["id"]
-            else:
-                api.update_annotation(annotation_id, list(regions))
-            with stats.lock:
-                stats.submitted[task.id] = (time.monotonic(), list(regions))  # the latest save wins on a task
-        except (LSApiError, requests.RequestException) as e:
-            stats.error(f"annotator {n}: final save failed: {e}")
+    with stats.lock:
+        stats.final[n] = (task, annotation_id, list(regions))
 
 
 def _check_answer(answer, task: Task, sent: list[dict], stats: Stats, who: str) -> None:
@@ -269,13 +266,27 @@ def test_eight_annotators_for_a_bounded_time(load_setup):
     for e in sampler_errors:
         stats.error(e)
 
+    # "Submit", one annotator after the other (so the latest annotation of the shared task is well defined): what
+    # the editor holds is saved; unsaved prompts live only in the editor and in the backend's session, which
+    # MAX_SESSIONS may evict, and a session is rebuilt from the task's latest annotation
+    for n in sorted(stats.final):
+        task, annotation_id, regions = stats.final[n]
+        if not regions:
+            continue
+        if annotation_id is None:
+            api.create_annotation(task.id, regions)
+        else:
+            api.update_annotation(annotation_id, regions)
+        stats.submitted[task.id] = regions
+        time.sleep(1.1)  # LS orders annotations by updated_at (1 s resolution in some views)
+
     # quiescence: the final saves reach the backend (LS webhooks), jobs end, and LS's prediction of each task holds
     # every prompt of the task's latest saved annotation
     version = backend.get("/versions").json()["model_version"]
     end = time.monotonic() + 240
     final = {}
     for task in tasks:
-        prompts = {r["id"] for r in stats.submitted.get(task.id, (0, []))[1]}
+        prompts = {r["id"] for r in stats.submitted.get(task.id, [])}
         while True:
             mine = [p for p in api.predictions(task.id) if p["model_version"] == version]
             echoed = {r["id"] for p in mine[-1:] for r in p["result"]
