@@ -53,11 +53,12 @@ class TrackingService:
         self.frames_propagated = 0
         self.sessions: SessionStore[int, TaskEntry] = SessionStore(
             max_items=settings.max_sessions, max_bytes=self.limits.session_max_bytes, ttl_s=self.limits.session_ttl_s,
-            size_of=TaskEntry.nbytes, close=self._close_entry)
+            size_of=TaskEntry.nbytes, close=self._close_entry, busy=self._job_active)
         self.configs = Configs()
         self.task_locks = KeyedLocks(wait_s=self.limits.task_lock_wait_s)
         self.writer = PredictionWriter(client, retry_s=self.limits.ls_write_retry_s) if client else None
         self.webhooks = WebhookGate(self._webhook_hint, self.limits)
+        self._closing = False
 
     # ---- protocol entry points ---------------------------------------------------------------
     def setup(self, body: Mapping) -> dict:
@@ -127,6 +128,7 @@ class TrackingService:
         self.sessions.discard(task_id)
 
     def shutdown(self) -> None:
+        self._closing = True
         self.webhooks.stop()
         self.jobs.shutdown()
         self.sessions.close_all()
@@ -346,11 +348,19 @@ class TrackingService:
                                tid, e)
         return entry
 
+    def _job_active(self, tid: int) -> bool:
+        job = self.jobs.get(tid)
+        return job is not None and not job.finished.is_set()
+
     def _close_entry(self, tid: int, entry: TaskEntry) -> None:
         """Called by the session store outside its lock: stop the task's job without waiting, then free the engine
-        session once the job has left it (nothing here blocks the evicting request)."""
-        if self.jobs.get(tid) is not None:
+        session once the job has left it (nothing here blocks the evicting request). A job stopped before its final
+        write leaves the task to be rebuilt from its saved annotation later, so what was saved still reaches LS."""
+        job = self.jobs.get(tid)
+        if job is not None and not job.finished.is_set() and job.version == entry.tracker.version:
             self.jobs.cancel(tid)
+            if self.client is not None and not self._closing:
+                self.webhooks.submit({"action": ACTIONS[1], "task": {"id": tid}, "annotation": {}})
         self.jobs.after(tid, lambda: close_when_idle(entry, in_use=lambda: self.task_locks.busy(tid)))
 
     def _count_frame(self) -> None:

@@ -13,7 +13,7 @@ Variables (defaults in brackets):
 - MAX_POINTS [256]: keypoint and box prompts per task -> 400.
 - MAX_FRAMES [20000]: frames per task (checked on the frame list before any download, on the video after opening).
 - MAX_FRAME_PIXELS [8294400 = 3840 x 2160]: width x height of a task's frames -> 400.
-- TASK_LOCK_WAIT_S [10]: how long a request waits for another request on the same task -> 409 with Retry-After.
+- TASK_LOCK_WAIT_S [30]: how long a request waits for another request on the same task -> 409 with Retry-After.
 - SESSION_MAX_MB [2048], SESSION_TTL_S [3600]: bytes of tracked masks kept over all task sessions, idle lifetime.
 - WEBHOOK_SECRET: a shared secret LS sends in the `X-Webhook-Secret` header (webhooks configured with headers);
   such webhooks are trusted like basic-auth ones. WEBHOOK_TASK_INTERVAL_S [10]: an unauthenticated webhook costs at
@@ -63,7 +63,7 @@ class Limits:
     max_points: int = 256
     max_frames: int = 20000
     max_frame_pixels: int = 3840 * 2160
-    task_lock_wait_s: float = 10.0
+    task_lock_wait_s: float = 30.0
     session_max_bytes: int = 2048 << 20
     session_ttl_s: float = 3600.0
     webhook_secret: str | None = None
