@@ -210,3 +210,40 @@ def test_a_busy_task_answers_409_with_retry_after(media, model_128_f32, tmp_path
                            [kit.point("a", 0, 50, 50, size)], headers=AUTH).status_code == 200
         time.sleep(0.1)
         assert len(service.task_locks) == 0
+
+
+def test_the_store_evicts_idle_sessions_before_busy_ones():
+    from backend.serving.sessions import SessionStore
+    closed = []
+    busy = {1}
+    store = SessionStore(max_items=2, close=lambda k, v: closed.append(k), busy=lambda k: k in busy)
+    store.put(1, "a")  # least recently used, but its job still runs
+    store.put(2, "b")
+    store.put(3, "c")
+    assert closed == [2] and 1 in store
+    busy.clear()
+    store.put(4, "d")
+    assert closed == [2, 1]
+
+
+def test_a_task_whose_job_an_eviction_stopped_is_rebuilt_from_ls(media, model_128_f32, tmp_path, ls):
+    """MAX_SESSIONS=1: task A's job is stopped by the eviction before its final write; A is read again from LS
+    later (its saved annotation), so LS ends with one complete prediction of A."""
+    size = media[1]
+    saved = [kit.point("saved", 0, 50, 50, size)]
+    ls.add_task(kit.frames_task(841, "cup", 16, annotations=[{"id": 1, "result": saved}]))
+    with running(make_app(media[0], model_128_f32, tmp_path, MAX_SESSIONS=1, JOB_WORKERS=1, PREDICT_TIME_BUDGET_S=0.5,
+                          WEBHOOK_TASK_INTERVAL_S=0.5, LABEL_STUDIO_URL=ls.url, LABEL_STUDIO_API_KEY="0" * 40)) as app:
+        client, version = app.test_client(), app.config["SERVICE"].model.version
+        kit.predict(client, kit.frames_task(841, "cup", 16), kit.FRAMES_CONFIG, saved, headers=AUTH)
+        kit.predict(client, kit.frames_task(842, "cup", 4), kit.FRAMES_CONFIG, [kit.point("b", 0, 40, 40, size)],
+                    headers=AUTH)  # evicts 841 while its job runs
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ours = ls.ours(841, version)
+            if ours and len(kit.brushes(ours[-1]["result"])) == 16:
+                break
+            time.sleep(0.5)
+        ours = ls.ours(841, version)
+        assert len(ours) == 1 and len(kit.brushes(ours[0]["result"])) == 16, [len(p["result"]) for p in ours]
+        assert any(r["id"] == "saved" for r in ours[0]["result"])
