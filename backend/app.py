@@ -6,22 +6,27 @@ media or LS; 503: still loading; 500: ours, with an id to find the traceback in 
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
 import time
 import uuid
+from pathlib import Path
 
 from flask import Flask, Response, g, jsonify, request
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from backend.engine import FrameError, PromptError, SessionBusy
 from backend.ls.errors import BackendError
 from backend.ls.lsclient import LabelStudioClient
 from backend.ls.service import TrackingService
 from backend.metrics import Metrics
-from backend.serving import leftovers
+from backend.serving.bodies import parse_json_object, read_body
+from backend.serving.health import HealthServer, health_report
+from backend.serving.limits import WEBHOOK_SECRET_HEADER
 from backend.serving.media import MediaResolver
 from backend.serving.model import ModelHolder
 from backend.settings import Settings
@@ -29,8 +34,29 @@ from backend.settings import Settings
 logger = logging.getLogger(__name__)
 _OPEN_ROUTES = {"health"}  # reachable without basic auth (Docker HEALTHCHECK, load balancers)
 # LS sends webhooks without the ML backend's basic auth: an unauthenticated webhook is accepted, but its payload is
-# not trusted (the service re-reads the task and annotation from LS with its own token).
+# not trusted (the service re-reads the task and annotation from LS with its own token, rate-limited, and answers
+# every such call the same). With basic auth unset, webhooks are trusted only with the WEBHOOK_SECRET header.
 _UNTRUSTED_OK = {"webhook"}
+
+
+def _credentials_match(header: str | None, expected: bytes) -> bool:
+    """Whether an Authorization header carries exactly `user:password` (compared as bytes, in constant time)."""
+    if not header:
+        return False
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        given = base64.b64decode(token.strip().encode("ascii", "strict"), validate=True)
+    except (UnicodeEncodeError, binascii.Error, ValueError):
+        return False
+    return hmac.compare_digest(given, expected)
+
+
+def _secret_matches(given: str | None, secret: str | None) -> bool:
+    if not secret or given is None:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), secret.encode("utf-8"))
 
 
 def _error(status: int, message: str) -> tuple[Response, int]:
@@ -38,7 +64,6 @@ def _error(status: int, message: str) -> tuple[Response, int]:
 
 
 def build_service(settings: Settings) -> TrackingService:
-    leftovers.clean_spill(settings.data_dir)  # before any session: spill folders of a crashed run
     model = ModelHolder(settings)
     model.start()
     media = MediaResolver(settings.media)
@@ -55,6 +80,7 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
     service = service or build_service(settings)
     app = Flask(__name__)
     app.config["SERVICE"] = service
+    app.config["MAX_CONTENT_LENGTH"] = settings.limits.max_body_bytes  # werkzeug answers 413 before reading it
     metrics = Metrics()
     metrics.gauge("sam2_active_sessions", "Tracked videos held in memory", service.active_sessions)
     metrics.gauge("sam2_running_jobs", "Propagation jobs queued or running", service.jobs.running)
@@ -63,6 +89,11 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
     metrics.gauge("sam2_feature_cache_bytes", "Bytes of image features in the cache",
                   lambda: service.model.get(0).features.nbytes if service.model.state == "ready" else 0)
     metrics.gauge("sam2_media_cache_bytes", "Bytes of media in the disk cache", lambda: service.media.cache.nbytes)
+    metrics.gauge("sam2_session_bytes", "Bytes of tracked masks held by task sessions", lambda: service.sessions.nbytes)
+    credentials = f"{settings.basic_auth[0]}:{settings.basic_auth[1]}".encode() if settings.basic_auth else None
+    if settings.limits.health_port:
+        app.config["HEALTH_SERVER"] = HealthServer(service.model, settings.limits.health_port,
+                                                   Path(settings.data_dir)).start()
 
     if settings.cvat.enabled:  # CVAT's nuclio-dashboard API over the same engine (backend/cvat)
         from backend.cvat import create_cvat_blueprint
@@ -76,20 +107,19 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
     def _auth_and_clock():
         g.t0 = time.perf_counter()
         g.trusted = True
-        if settings.basic_auth is None or request.endpoint in _OPEN_ROUTES:
+        if request.endpoint in _OPEN_ROUTES:
             return None
-        auth = request.authorization
-        user, password = settings.basic_auth
-        if auth is None or auth.type != "basic" or not (
-                hmac.compare_digest(auth.username or "", user) and hmac.compare_digest(auth.password or "", password)):
-            if request.endpoint in _UNTRUSTED_OK:
-                g.trusted = False
-                return None
-            resp, status = _error(401, "HTTP basic auth required: set the ML backend's basic auth user and password "
-                                       "in the Label Studio project settings")
-            resp.headers["WWW-Authenticate"] = 'Basic realm="sam2-backend"'
-            return resp, status
-        return None
+        if request.endpoint in _UNTRUSTED_OK:  # trusted only when authenticated or signed, never by default
+            g.trusted = (credentials is not None and _credentials_match(request.headers.get("Authorization"),
+                                                                         credentials)) \
+                or _secret_matches(request.headers.get(WEBHOOK_SECRET_HEADER), settings.limits.webhook_secret)
+            return None
+        if credentials is None or _credentials_match(request.headers.get("Authorization"), credentials):
+            return None
+        resp, status = _error(401, "HTTP basic auth required: set the ML backend's basic auth user and password "
+                                   "in the Label Studio project settings")
+        resp.headers["WWW-Authenticate"] = 'Basic realm="sam2-backend"'
+        return resp, status
 
     @app.after_request
     def _count(resp):
@@ -101,7 +131,10 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
     @app.errorhandler(BackendError)
     def _backend_error(e: BackendError):
         logger.warning("%s %s -> %d: %s", request.method, request.path, e.status, e)
-        return _error(e.status, str(e))
+        resp, status = _error(e.status, str(e))
+        if e.status in (409, 429, 503):
+            resp.headers["Retry-After"] = str(getattr(e, "retry_after", 2))
+        return resp, status
 
     @app.errorhandler(PromptError)
     @app.errorhandler(FrameError)
@@ -111,7 +144,14 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
 
     @app.errorhandler(SessionBusy)
     def _busy(e: SessionBusy):
-        return _error(409, f"{e}; the task is busy, retry in a moment")
+        resp, status = _error(409, f"{e}; the task is busy, retry in a moment")
+        resp.headers["Retry-After"] = "2"
+        return resp, status
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(e: RequestEntityTooLarge):
+        return _error(413, f"the request body is larger than MAX_BODY_MB={settings.limits.max_body_bytes / (1 << 20):.3g} "
+                           "MB; send fewer regions or raise MAX_BODY_MB")
 
     @app.errorhandler(HTTPException)
     def _http(e: HTTPException):
@@ -124,21 +164,17 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
         return _error(500, f"internal error {ref}; the backend log has the details")
 
     def _json() -> dict:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise BackendError("the body must be a JSON object (Content-Type: application/json)", status=400)
-        return body
+        # a declared Content-Length over MAX_CONTENT_LENGTH is refused (413) before reading; a chunked body is read
+        # up to the cap, and werkzeug's stream raises 413 on the first read past it (readall alone stops silently)
+        raw = read_body(request.stream, request.environ.get("gunicorn.socket"), settings.limits.max_body_bytes,
+                        settings.limits.body_timeout_s)
+        return parse_json_object(raw, max_depth=settings.limits.max_json_depth)
 
     @app.get("/health")
     @app.get("/", endpoint="health")
     def health():
-        state = service.model.state
-        body = {"status": "UP" if state == "ready" else state.upper(), "model_class": "SAM2VideoOpenVINO",
-                "model": service.model.name, "model_version": service.model.version, "state": state,
-                "random_weights": bool(service.model.manifest.get("random_weights"))}
-        if service.model.error:
-            body["error"] = service.model.error
-        return jsonify(body), 200 if state == "ready" else 503
+        body, status = health_report(service.model)
+        return jsonify(body), status
 
     @app.post("/setup")
     def setup():
@@ -150,7 +186,10 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
 
     @app.post("/webhook")
     def webhook():
-        return jsonify(service.webhook(_json(), trusted=g.trusted))
+        if not g.trusted:  # the same answer for every outcome: no oracle on tasks or annotations
+            service.webhook(_json(), trusted=False)
+            return jsonify(status="accepted"), 202
+        return jsonify(service.webhook(_json(), trusted=True))
 
     @app.get("/versions")
     def versions():

@@ -2,7 +2,8 @@
 
 Every variable (units in the name or the comment; defaults in brackets):
 
-- MODEL_DIR (required): a folder exported by `python -m model_export` (holds manifest.json).
+- MODEL_DIR (required): a folder exported by `python -m model_export` (holds manifest.json). A folder that is
+  missing or corrupt does not stop the process (no crash loop): /health answers 503 with the error.
 - PRECISION [auto]: OpenVINO inference precision, auto | f32 | bf16 (auto lets the CPU plugin pick; bf16 where the
   CPU supports it). OV_THREADS [0 = all cores]. OV_CACHE_DIR: OpenVINO compiled-model cache (faster restarts).
 - FEATURE_CACHE_MB [1024]: image features kept in RAM (LRU), shared by all sessions.
@@ -20,6 +21,7 @@ Every variable (units in the name or the comment; defaults in brackets):
   MEDIA_TIMEOUT_S, MEDIA_TOTAL_TIMEOUT_S, MEDIA_MAX_FRAME_PIXELS, MEDIA_MAX_VIDEO_FRAMES.
 - CVAT tracker function (see `CvatSettings`): CVAT_FUNCTION, CVAT_FUNCTION_NAME, CVAT_MAX_SESSIONS,
   CVAT_SESSIONS_MAX_MB, CVAT_SESSION_TTL_S, CVAT_MAX_BODY_MB, CVAT_MAX_IMAGE_MPIX, CVAT_MAX_SHAPES.
+- Limits (caps, lock waits, webhook rate, LS write retries, health port): see backend.serving.limits.Limits.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend.serving.limits import Limits
 from backend.serving.media import MediaSettings
 
 
@@ -115,15 +118,13 @@ class Settings:
     log_level: str = "INFO"
     media: MediaSettings | None = None
     cvat: CvatSettings = field(default_factory=CvatSettings)
+    limits: Limits = field(default_factory=Limits)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         model_dir = env.get("MODEL_DIR", "").strip()
         if not model_dir:
             raise SettingsError("MODEL_DIR is not set; set it to a folder made by `python -m model_export --out DIR`")
-        if not (Path(model_dir) / "manifest.json").is_file():
-            raise SettingsError(f"MODEL_DIR={model_dir!r} holds no manifest.json; point it at a folder made by "
-                                "`python -m model_export --out DIR`")
         precision = env.get("PRECISION", "auto").strip().lower() or "auto"
         if precision not in ("auto", "f32", "bf16"):
             raise SettingsError(f"PRECISION={precision!r} is not one of auto, f32, bf16")
@@ -139,6 +140,10 @@ class Settings:
             raise SettingsError(f"LOG_LEVEL={level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         try:
             media = media_from_env(env)
+        except ValueError as e:
+            raise SettingsError(str(e)) from None
+        try:
+            limits = Limits.from_env(env)
         except ValueError as e:
             raise SettingsError(str(e)) from None
         data_dir = Path(env.get("DATA_DIR") or Path(tempfile.gettempdir()) / "sam2-ls")
@@ -158,6 +163,7 @@ class Settings:
             log_level=level,
             media=media,
             cvat=CvatSettings.from_env(env),
+            limits=limits,
         )
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import threading
 import time
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import cv2
 import numpy as np
 
 from backend.ls.rle import mask_to_rle, rle_to_mask
+from backend.ls.tasktrack import TaskTracker
 
 N = 16  # frames in the app tests' task
 
@@ -107,3 +110,36 @@ def wait_ready(client, timeout: float = 120.0) -> None:
     while client.get("/health").status_code != 200:
         assert time.monotonic() < end, "model did not load"
         time.sleep(0.1)
+
+
+def drop_session(service, task_id: int) -> None:
+    """Close a task's tracking session as a restart or an LRU eviction does (`TrackingService.drop`; before the
+    session store landed: `_drop` under the service lock)."""
+    if hasattr(service, "drop"):
+        service.drop(task_id)
+    else:
+        with service._lock:
+            service._drop(task_id)
+
+
+@contextlib.contextmanager
+def held_jobs(jobs, task_id: int, timeout_s: float = 60.0):
+    """Hold `task_id`'s propagation jobs after their first frame until the block ends (or the job is cancelled), so
+    a test sees a job that is certainly still running. Frames answered on the request thread are not held."""
+    release, request_thread = threading.Event(), threading.get_ident()
+    record = TaskTracker.record
+
+    def held(self, result):
+        record(self, result)
+        if self.task_id == task_id and threading.get_ident() != request_thread:
+            end = time.monotonic() + timeout_s
+            while not release.wait(0.02) and time.monotonic() < end:
+                job = jobs.get(task_id)
+                if job is not None and job.cancel_event.is_set():
+                    return
+    TaskTracker.record = held
+    try:
+        yield
+    finally:
+        release.set()
+        TaskTracker.record = record

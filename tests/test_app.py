@@ -6,12 +6,29 @@ import time
 import numpy as np
 import pytest
 
+from backend.engine.frames import ImageSequenceSource
 from tests import appkit as kit
 from tests.appkit import AUTH, N
 
 
 def _encoder_calls(app) -> int:
     return app.config["SERVICE"].model.get().runtime.calls("image_encoder")
+
+
+def _engine_masks(app, media, box, fix_frame: int, fix_mask) -> dict[int, np.ndarray]:
+    """Oracle: the engine driven directly (no LS layer) with the box on frame 0, propagated, then `fix_mask` added on
+    `fix_frame` and propagated from there: frame -> object 1's mask."""
+    root, _ = media
+    predictor = app.config["SERVICE"].model.get()
+    session = predictor.start_session(ImageSequenceSource([root / "cup" / f"{i:05d}.jpg" for i in range(N)]))
+    try:
+        predictor.add_points(session, 0, 1, box=box)
+        out = {r.frame: r.masks()[1] for r in predictor.propagate(session, start=0)}
+        predictor.add_mask(session, fix_frame, 1, fix_mask)
+        out.update({r.frame: r.masks()[1] for r in predictor.propagate(session, start=fix_frame)})
+        return out
+    finally:
+        session.close()
 
 
 def test_health_setup_versions_answer_fast_and_report_the_model(client):
@@ -88,6 +105,45 @@ def test_correction_repropagates_from_its_frame_only(app, client, media):
     assert np.array_equal(after[(f"sam2-1-{k}", k)], corrected)
     assert any(not np.array_equal(after[(f"sam2-1-{i}", i)], before[(f"sam2-1-{i}", i)]) for i in range(k + 1, N))
     assert _encoder_calls(app) == calls, "cached frames must not run the image encoder again"
+    # the correction had its full effect, not just "some pixel changed": every frame after it is exactly what the
+    # engine gives when the corrected mask enters its memory (random weights: masks need not look like the object)
+    box = app.config["SERVICE"]._entries[102].tracker.applied[(1, 0)].box
+    oracle = _engine_masks(app, media, box, k, corrected)
+    for i in range(k + 1, N):
+        assert np.array_equal(after[(f"sam2-1-{i}", i)], oracle[i]), f"frame {i} is not the engine's answer"
+
+
+def test_a_second_correction_on_the_same_frame_repropagates(app, client, media):
+    """The annotator corrects frame k, saves, then corrects the same frame again: the second mask must reach the
+    engine and re-propagate (not be taken for the first one)."""
+    _, size = media
+    task = kit.frames_task(109, "cup", N)
+    first = kit.predict(client, task, kit.FRAMES_CONFIG, [kit.rect("r1", 0, 30, 20, 40, 60, size)], headers=AUTH)
+    kit.wait_job(client, 109, headers=AUTH)
+    before = kit.masks_of(kit.predict(client, task, kit.FRAMES_CONFIG, None, headers=AUTH).get_json()
+                          ["results"][0]["result"])
+    assert first.status_code == 200
+    k = 6
+    fixes = [np.zeros((size[1], size[0]), bool) for _ in range(2)]
+    fixes[0][10:60, 20:90] = True
+    fixes[1][200:400, 300:600] = True
+    for n, fix in enumerate(fixes):
+        ann = [kit.brush(f"sam2-1-{i}", i, before[(f"sam2-1-{i}", i)]) for i in range(N)]
+        ann[k] = kit.brush(f"sam2-1-{k}", k, fix)
+        resp = client.post("/webhook", headers=AUTH, json={
+            "action": "ANNOTATION_UPDATED", "project": {"id": 1, "label_config": kit.FRAMES_CONFIG},
+            "task": task, "annotation": {"id": 9, "result": ann}})
+        assert resp.get_json()["status"] == "propagating", f"correction {n + 1}: {resp.get_json()}"
+        status = kit.wait_job(client, 109, headers=AUTH)
+        assert status["state"] == "done" and status["frames_done"] == N - k
+        after = kit.masks_of(kit.predict(client, task, kit.FRAMES_CONFIG, None, headers=AUTH).get_json()
+                             ["results"][0]["result"])
+        assert np.array_equal(after[(f"sam2-1-{k}", k)], fix), f"correction {n + 1} is not on frame {k}"
+    tracker = app.config["SERVICE"]._entries[109].tracker
+    assert np.array_equal(tracker.applied[(1, k)].mask, fixes[1])
+    box = tracker.applied[(1, 0)].box
+    oracle = _engine_masks(app, media, box, k, fixes[1])
+    assert all(np.array_equal(after[(f"sam2-1-{i}", i)], oracle[i]) for i in range(k + 1, N))
 
 
 def test_unchanged_accepted_masks_are_not_prompts(client, media):
@@ -145,20 +201,29 @@ def test_newer_prompt_cancels_the_older_job(app, client, media):
 
 
 def test_resending_the_same_prompts_keeps_the_running_job(app, client, media):
-    """LS calls /predict again when a task is opened: unchanged prompts must not restart the propagation."""
+    """LS calls /predict again when a task is opened: unchanged prompts must not restart the propagation.
+
+    The job is held on its first frame, so it is certainly running when the prompts come again: the same job object
+    must still be the task's job, never cancelled, and then finish every frame."""
     _, size = media
     service = app.config["SERVICE"]
     box = kit.rect("r1", 0, 30, 20, 40, 60, size)
     task = kit.frames_task(108, "cup", N, annotations=[{"id": 1, "result": [box]}])
     service.settings = type(service.settings)(**{**service.settings.__dict__, "predict_time_budget_s": 0.5})
     try:
-        kit.predict(client, task, kit.FRAMES_CONFIG, [box], headers=AUTH)
-        job = service.jobs.get(108)
-        kit.predict(client, task, kit.FRAMES_CONFIG, None, headers=AUTH)
-        assert service.jobs.get(108) is job and job.state in ("running", "done")
+        with kit.held_jobs(service.jobs, 108):
+            kit.predict(client, task, kit.FRAMES_CONFIG, [box], headers=AUTH)
+            job = service.jobs.get(108)
+            assert job is not None and job.state == "running" and job.done <= 1
+            for context in (None, [box]):  # batch (LS opening the task) and interactive with the same prompts
+                resp = kit.predict(client, task, kit.FRAMES_CONFIG, context, headers=AUTH)
+                assert resp.status_code == 200
+                assert service.jobs.get(108) is job, "unchanged prompts replaced the running job"
+                assert job.state == "running" and not job.cancel_event.is_set(), "unchanged prompts cancelled it"
     finally:
         service.settings = type(service.settings)(**{**service.settings.__dict__, "predict_time_budget_s": 90})
-    assert kit.wait_job(client, 108, headers=AUTH)["frames_done"] == N
+    status = kit.wait_job(client, 108, headers=AUTH)
+    assert service.jobs.get(108) is job and status["state"] == "done" and status["frames_done"] == N
 
 
 def test_batch_mode_never_crashes(client, media):
@@ -211,8 +276,7 @@ def test_a_lost_session_is_rebuilt_from_the_saved_annotation(app, client, media)
     service = app.config["SERVICE"]
     # the saved annotation still holds the masks from before the correction's re-propagation: not corrections
     assert set(service._entries[107].tracker.applied) == {(1, 0), (1, 5)}
-    with service._lock:
-        service._drop(107)  # what a restart or an LRU eviction does
+    kit.drop_session(service, 107)  # what a restart or an LRU eviction does
     kit.predict(client, task, kit.FRAMES_CONFIG, None, headers=AUTH)
     kit.wait_job(client, 107, headers=AUTH)
     rebuilt = kit.masks_of(kit.predict(client, task, kit.FRAMES_CONFIG, None, headers=AUTH).get_json()

@@ -200,7 +200,7 @@ def test_cmd_is_the_entrypoint_with_one_gunicorn_worker(runtime):
     sh = ENTRYPOINT.read_text()
     line = next(ln for ln in sh.splitlines() if ln.startswith("exec gunicorn"))
     full = line.rstrip("\\") + " " + sh.split(line, 1)[1].splitlines()[1].strip()
-    for part in ('--bind "0.0.0.0:${PORT}"', "--workers 1", '--threads "${THREADS}"', "--timeout 0",
+    for part in ('--bind "0.0.0.0:${PORT}"', "--workers 1", '--threads "${THREADS}"', "--timeout 60",
                  "--graceful-timeout 30", "_wsgi:app"):
         assert part in full, f"entrypoint's gunicorn lacks {part}: {full}"
     assert 'if [ "${WORKERS:-1}" != "1" ]' in sh

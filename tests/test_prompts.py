@@ -122,3 +122,66 @@ def test_mask_differs_tolerance():
     assert not mask_differs(a, b) and mask_differs(a, None) and mask_differs(a, _mask(0, 0, 10, 10, (21, 30)))
     b[0, 0] = False  # 1 pixel of 100 > 0.1 %
     assert mask_differs(a, b) and not mask_differs(a, b, tolerance=0.05)
+
+
+def test_a_different_mask_on_the_same_frame_is_a_change():
+    """A second correction on a frame that already holds one must reach the engine (FramePrompt.same_as compares
+    the mask's pixels, not only whether there is one)."""
+    first, second = _mask(0, 0, 10, 10), _mask(5, 5, 15, 15)
+    assert FramePrompt(mask=first).same_as(FramePrompt(mask=first.copy()))
+    assert not FramePrompt(mask=second).same_as(FramePrompt(mask=first))
+    assert changed_frames({(1, 3): FramePrompt(mask=first)}, {(1, 3): FramePrompt(mask=second)}) == [(1, 3)]
+    assert changed_frames({(1, 3): FramePrompt(mask=first)}, {(1, 3): FramePrompt(mask=first.copy())}) == []
+    # and through the ledger: the same region id re-drawn on the same frame
+    book, ledger = ObjectBook(), Ledger()
+    ledger.upsert([BrushRegion("hand", 3, first, "Car")], book, lambda f: {})
+    snapshot = ledger.prompts()
+    assert ledger.upsert([BrushRegion("hand", 3, second, "Car")], book, lambda f: {}) == ["hand"]
+    assert changed_frames(snapshot, ledger.prompts()) == [(1, 3)]
+
+
+def test_mask_differs_is_relative_to_the_union_not_the_image():
+    """A small object in a big frame: 5 changed pixels of a 100-pixel mask are a 5 % change, although they are only
+    0.0005 % of the 1000x1000 image (measured against the image, every correction of a small object would vanish)."""
+    a = _mask(100, 100, 110, 110, (1000, 1000))
+    b = a.copy()
+    b[100, 100:105] = False
+    assert mask_differs(a, b) and mask_differs(b, a)
+    c = a.copy()
+    c[100, 100] = False  # 1 % of the union, still above the 0.1 % tolerance
+    assert mask_differs(a, c)
+    assert not mask_differs(a, c, tolerance=0.02)
+
+
+def _replay(regions, reference: dict[int, dict[int, np.ndarray]], labels: dict[int, str]):
+    """Upsert `regions` as a rebuild does: the book holds our earlier prediction's objects, masks_on gives its masks."""
+    book, ledger = ObjectBook(), Ledger()
+    for obj, label in labels.items():
+        book.ensure(obj, label)
+    ledger.upsert(regions, book, lambda f: reference.get(f, {}), replay=True)
+    return {rid: e.obj for rid, e in ledger.entries.items()}, book
+
+
+def test_rebuild_replays_prompts_before_corrections():
+    """A saved annotation lists a hand-drawn correction before the points that made the objects: the points must
+    reclaim objects 1 and 2 (in their order) first, and the correction, which overlaps neither, starts object 3.
+    Without the prompts-first order the correction would take object 1 and shift every point by one."""
+    hand = BrushRegion("hand", 5, _mask(20, 15, 25, 18), "Car")
+    k1, k2 = KeypointRegion("k1", 0, 2, 2, "Car"), KeypointRegion("k2", 0, 27, 2, "Car")
+    objs, book = _replay([hand, k1, k2], {}, {1: "Car", 2: "Car"})
+    assert objs == {"k1": 1, "k2": 2, "hand": 3}
+    assert sorted(book.labels) == [1, 2, 3]
+
+
+def test_rebuild_rejoins_rectangles_by_box_iou_not_by_order():
+    """Rectangles saved in another order than their objects were numbered rejoin the object whose earlier mask they
+    frame (box IoU >= 0.5), not the first unclaimed one."""
+    left, right = _mask(0, 0, 10, 10), _mask(18, 5, 28, 15)
+    reference = {0: {1: left, 2: right}}
+    r_right = RectRegion("r-right", 0, (18, 5, 28, 15), "Car")
+    r_left = RectRegion("r-left", 0, (1, 0, 10, 10), "Car")
+    objs, _ = _replay([r_right, r_left], reference, {1: "Car", 2: "Car"})
+    assert objs == {"r-right": 2, "r-left": 1}
+    # a rectangle that frames nothing of the earlier prediction takes the first unclaimed object of its label
+    objs, _ = _replay([RectRegion("r-new", 0, (0, 14, 6, 20), "Car")], reference, {1: "Car", 2: "Car"})
+    assert objs == {"r-new": 1}

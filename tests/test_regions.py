@@ -103,6 +103,12 @@ def test_brush_mask_decoded_and_read_only():
         r.mask[0, 0] = True
 
 
+def test_last_frame_is_the_highest_item_index_accepted():
+    assert parse_regions([_with(KP, item_index=199)], FRAMES, num_frames=200)[0].frame == 199
+    with pytest.raises(BadRequest, match="item_index 1 but the task has 1 frames"):
+        parse_regions([_with(KP, item_index=1)], FRAMES, num_frames=1)
+
+
 def test_single_frame_task_without_item_index_is_frame_zero():
     kp = _with(KP)
     del kp["item_index"]
@@ -166,6 +172,10 @@ def test_video_needs_frame_size():
     ([_with(KP, item_index=250)], {"num_frames": 200},
      "keypoint region 'k1' has item_index 250 but the task has 200 frames (0-199)"),
     ([_with(KP, item_index=-1)], {"num_frames": 200}, "has item_index -1 but the task has 200 frames"),
+    # one past the last frame (catches `<` -> `<=` in _item_frame), for every frame-indexed region type
+    ([_with(KP, item_index=200)], {"num_frames": 200}, "has item_index 200 but the task has 200 frames (0-199)"),
+    ([_with(RECT, item_index=3)], {"num_frames": 3}, "rectangle region 'r1' has item_index 3 but the task has 3 frames"),
+    ([_brush(item_index=3)], {"num_frames": 3}, "brush region 'm1' has item_index 3 but the task has 3 frames (0-2)"),
     ([_with(KP, item_index=1.5)], {"num_frames": 200}, "it must be an integer frame index"),
     ([{k: v for k, v in KP.items() if k != "item_index"}], {"num_frames": 5},
      "keypoint region 'k1' has no item_index but the task has 5 frames"),

@@ -20,6 +20,12 @@ from backend.serving.tokens import TokenProvider, is_jwt  # noqa: F401  (re-expo
 logger = logging.getLogger(__name__)
 
 
+class LabelStudioUnavailable(BackendError):
+    """LS could not be reached or answered 5xx: 502, and worth retrying later (see `backend.ls.writer`)."""
+
+    status = 502
+
+
 def _looks_json(resp: requests.Response) -> bool:
     return "json" in resp.headers.get("Content-Type", "")
 
@@ -113,8 +119,8 @@ class LabelStudioClient:
             try:
                 resp = self._session().request(method, url, headers=headers, timeout=self.timeout_s, **kwargs)
             except requests.RequestException as exc:
-                raise BackendError(f"Could not reach Label Studio at {self.ls_url} ({type(exc).__name__}); check "
-                                   "LABEL_STUDIO_URL and that Label Studio is running.", status=502) from exc
+                raise LabelStudioUnavailable(f"Could not reach Label Studio at {self.ls_url} ({type(exc).__name__}); "
+                                             "check LABEL_STUDIO_URL and that Label Studio is running.") from exc
             if resp.status_code == 401 and attempt == 1 and self.tokens.refreshable:
                 logger.info("LS answered 401 to %s %s; refreshing the access token and retrying once", method, path)
                 self.tokens.invalidate(headers)
@@ -126,6 +132,9 @@ class LabelStudioClient:
                                status=502)
         if resp.status_code == 404:
             raise BackendError(f"Label Studio has no object at {method} {path} (HTTP 404); check the id.", status=404)
+        if resp.status_code >= 500:
+            raise LabelStudioUnavailable(f"Label Studio failed {method} {path} with HTTP {resp.status_code}: "
+                                         f"{_snippet(resp)}")
         if not resp.ok:
             raise BackendError(f"Label Studio failed {method} {path} with HTTP {resp.status_code}: {_snippet(resp)}",
                                status=502)

@@ -190,7 +190,7 @@ def _brush(res: dict, what: str, shape: FramesShape, n: int, size) -> BrushRegio
         )
     label = _label(res, what, shape.brush_labels)
     try:
-        mask = rle_to_mask(value["rle"], h, w)
+        mask = rle_to_mask(value["rle"], h, w, frame_size=size)
     except ValueError as e:
         raise BadRequest(f"{what} has an unreadable RLE mask ({e}); re-draw the mask") from None
     mask.setflags(write=False)
@@ -206,7 +206,7 @@ def _video_rect(res: dict, what: str, shape: VideoShape, n: int, size, labels_by
         raise BadRequest(f"{what} has no value.sequence keyframes; draw the box on a frame first")
     labels = value.get("labels") or labels_by_id.get(res["id"])
     label = _label(res, what, shape.labels, labels if labels is not None else [])
-    keyframes = []
+    keyframes, dropped = [], 0
     for i, kf in enumerate(seq):
         kwhat = f"{what} keyframe {i}"
         if not isinstance(kf, dict):
@@ -223,7 +223,13 @@ def _video_rect(res: dict, what: str, shape: VideoShape, n: int, size, labels_by
         enabled = kf.get("enabled", True)
         if not isinstance(enabled, bool):
             raise BadRequest(f"{kwhat} has enabled {enabled!r}; send true or false")
+        if enabled and not (box[2] > box[0] and box[3] > box[1]):
+            logger.info("%s: skipped, it has no area inside the %dx%d frame", kwhat, size[0], size[1])
+            dropped += 1
+            continue  # a box dragged off the frame: no prompt there, but the region's other keyframes still count
         keyframes.append(VideoKeyframe(frame, box, enabled))
+    if dropped and not any(k.enabled for k in keyframes):
+        raise BadRequest(f"{what} has no keyframe with an area inside the frame; draw the box on the frame")
     keyframes.sort(key=lambda k: k.frame)
     if len({k.frame for k in keyframes}) != len(keyframes):
         raise BadRequest(f"{what} has two keyframes on one frame; send at most one keyframe per frame")
@@ -237,13 +243,16 @@ _FRAME_PARSERS = {"keypointlabels": ("keypoint_name", _keypoint), "rectanglelabe
 
 
 def parse_regions(
-    results: list[dict], shape: TaskShape, *, num_frames: int, frame_size: tuple[int, int] | None = None
+    results: list[dict], shape: TaskShape, *, num_frames: int, frame_size: tuple[int, int] | None = None,
+    skip_bad: bool = False,
 ) -> list[Region]:
     """LS results -> regions for `shape`, in input order (pixels, 0-based frames).
 
     `num_frames`: frames in the task (list length, or decoded video frames). `frame_size`: (width, height) in pixels
     of the frames; required for video tasks; for frames tasks it scales keypoints/rectangles (else each region's
     original_width/height is used) and brush masks must match it (pass it: it also bounds what an RLE may allocate).
+    `skip_bad`: leave out (and log) regions that cannot be parsed instead of raising; for replaying a saved
+    annotation, where one bad region must not block the task forever.
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -252,7 +261,8 @@ def parse_regions(
     labels_by_id: dict[str, list] = {}
     if isinstance(shape, VideoShape):
         for res in results:
-            if isinstance(res, dict) and res.get("type") == "labels" and res.get("from_name") == shape.labels_name:
+            if isinstance(res, dict) and res.get("type") == "labels" and res.get("from_name") == shape.labels_name \
+                    and isinstance(res.get("id"), str):
                 value = res.get("value")
                 labels_by_id[res.get("id")] = value.get("labels") if isinstance(value, dict) else None
     regions: list[Region] = []
@@ -261,6 +271,9 @@ def parse_regions(
             logger.debug("skipping a non-object result %r", res)
             continue
         rtype, from_name = res.get("type"), res.get("from_name")
+        if not isinstance(rtype, str) or not isinstance(from_name, str):
+            logger.debug("skipping a result whose type/from_name are not strings: %r / %r", rtype, from_name)
+            continue
         if isinstance(shape, FramesShape):
             attr, parser = _FRAME_PARSERS.get(rtype, (None, None))
             known = attr is not None and from_name == getattr(shape, attr)
@@ -275,11 +288,16 @@ def parse_regions(
                              res.get("id"), rtype, from_name)
             continue
         rid = res.get("id")
-        if not isinstance(rid, str) or not rid:
-            raise BadRequest(f"a {rtype} result from '{from_name}' has no id; send the region id LS assigned")
         what = f"{rtype.removesuffix('labels')} region '{rid}'"
-        if parser is not None:
-            regions.append(parser(res, what, shape, num_frames, frame_size))
-        else:
-            regions.append(_video_rect(res, what, shape, num_frames, frame_size, labels_by_id))
+        try:
+            if not isinstance(rid, str) or not rid:
+                raise BadRequest(f"a {rtype} result from '{from_name}' has no id; send the region id LS assigned")
+            if parser is not None:
+                regions.append(parser(res, what, shape, num_frames, frame_size))
+            else:
+                regions.append(_video_rect(res, what, shape, num_frames, frame_size, labels_by_id))
+        except BadRequest as e:
+            if not skip_bad:
+                raise
+            logger.warning("skipping a saved region that cannot be used: %s", e)
     return regions

@@ -31,6 +31,9 @@ _HEADER_BITS = np.frombuffer(
     ("0" * 32 + f"{_WORD_SIZE - 1:05b}" + "".join(f"{s - 1:04b}" for s in _RLE_SIZES)).encode(), np.uint8
 ) - 48
 _BIT_COLUMNS = np.arange(32)
+# Largest mask a decode may produce: 8192 x 8192 (the RGBA bytes, 256 MiB, are the peak). Callers check the size
+# against the task's frames first (`rle_to_mask(..., frame_size=...)`); this bounds every other path by construction.
+MAX_MASK_PIXELS = 8192 * 8192
 
 
 def _token_stream(lengths: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +117,8 @@ def mask_to_rle(mask: np.ndarray) -> list[int]:
 def decode_rle(rle: list[int] | np.ndarray, expected_len: int | None = None) -> np.ndarray:
     """LS RLE bytes -> flat uint8 array (same values as `brush.decode_rle`); ValueError on malformed input.
 
-    `expected_len` (e.g. H*W*4) is checked against the header before anything is allocated.
+    `expected_len` (e.g. H*W*4) is checked against the header before anything is allocated; without it the header
+    may declare at most 4 * MAX_MASK_PIXELS values.
     """
     raw = np.asarray(rle)
     if raw.ndim != 1 or raw.size < 7 or not np.issubdtype(raw.dtype, np.integer):
@@ -127,6 +131,8 @@ def decode_rle(rle: list[int] | np.ndarray, expected_len: int | None = None) -> 
     sizes = [int(s[37 + 4 * i : 41 + 4 * i], 2) + 1 for i in range(4)]
     if expected_len is not None and num != expected_len:
         raise ValueError(f"RLE holds {num} values but {expected_len} were expected (width * height * 4)")
+    if num > 4 * MAX_MASK_PIXELS:
+        raise ValueError(f"RLE declares {num} values, more than a {MAX_MASK_PIXELS}-pixel mask holds")
     lens: list[int] = []
     vals: list[int] = []
     i, p, end = 0, 53, len(s)
@@ -152,9 +158,22 @@ def decode_rle(rle: list[int] | np.ndarray, expected_len: int | None = None) -> 
     return np.repeat(np.asarray(vals, dtype=np.int64).astype(np.uint8), lens)[:num]
 
 
-def rle_to_mask(rle: list[int] | np.ndarray, height: int, width: int) -> np.ndarray:
-    """LS brush RLE of a width x height RGBA image -> HxW bool mask (True where alpha > 0, as the editor draws it)."""
+def rle_to_mask(rle: list[int] | np.ndarray, height: int, width: int,
+                frame_size: tuple[int, int] | None = None) -> np.ndarray:
+    """LS brush RLE of a width x height RGBA image -> HxW bool mask (True where alpha > 0, as the editor draws it).
+
+    `frame_size` (width, height): the frames the mask belongs to; a mask of another size is refused (ValueError)
+    before anything is decoded, so a result declaring a huge size cannot force a huge allocation. Sizes are
+    always capped at MAX_MASK_PIXELS.
+    """
+    if isinstance(height, bool) or isinstance(width, bool) or not isinstance(height, (int, np.integer)) \
+            or not isinstance(width, (int, np.integer)):
+        raise ValueError(f"mask size must be integers, got height={height!r} width={width!r}")
     if height <= 0 or width <= 0:
         raise ValueError(f"mask size must be positive, got height={height} width={width}")
+    if frame_size is not None and (int(width), int(height)) != tuple(frame_size):
+        raise ValueError(f"the mask is {width}x{height} but the frames are {frame_size[0]}x{frame_size[1]}")
+    if height * width > MAX_MASK_PIXELS:
+        raise ValueError(f"a {width}x{height} mask is larger than {MAX_MASK_PIXELS} pixels")
     flat = decode_rle(rle, expected_len=height * width * 4)
     return flat.reshape(height, width, 4)[:, :, 3] > 0

@@ -3,76 +3,76 @@
 Flow of an interactive prompt: find (or rebuild from the task's annotations) the task's tracker, fold the context's
 regions into its prompt ledger, push the changes into the engine, start a background job that propagates from the
 earliest changed frame (cancelling the task's older job), wait up to the time budget, answer with what is tracked
-so far; the job goes on and writes the complete result into LS as this model version's prediction for the task.
+so far; the job goes on and writes the complete result into LS as this model version's prediction for the task
+(`backend.ls.writer`).
+
+Locks: one per task (`KeyedLocks`, waits at most TASK_LOCK_WAIT_S, then 409 with Retry-After); the session store's
+lock is held only for lookups, and evicted sessions are closed outside it, after their job has left the engine.
+No thread waits for another while holding a lock that other tasks need.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 
-import numpy as np
-
+from backend.engine import FrameError, PromptError
 from backend.ls import taskio
-from backend.ls.errors import BadRequest, BackendError
-from backend.ls.labelconfig import TaskShape, VideoShape, parse_label_config
+from backend.ls.configs import Configs
+from backend.ls.entries import TaskEntry, build_entry, close_when_idle
+from backend.ls.errors import BackendError, BadRequest
+from backend.ls.labelconfig import FramesShape, TaskShape
 from backend.ls.lsclient import LabelStudioClient
-from backend.ls.prompts import mask_differs, parse_brush_region_id
-from backend.ls.regions import BrushRegion, Region, VideoRectRegion, parse_regions
-from backend.ls.rle import rle_to_mask
-from backend.ls.tasktrack import TaskTracker, mask_digest
+from backend.ls.identity import is_correction, reference_masks, rtype_of, strip_emitted
+from backend.ls.regions import parse_regions
+from backend.ls.tasktrack import TaskTracker
+from backend.ls.webhooks import ACTIONS, WebhookGate
+from backend.ls.writer import PredictionWriter
 from backend.serving.jobs import Job, JobManager, Pass
+from backend.serving.limits import LimitExceeded
+from backend.serving.locks import KeyedLocks, TaskBusy
 from backend.serving.media import MediaResolver
 from backend.serving.model import ModelHolder
+from backend.serving.sessions import SessionStore
 from backend.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class _Entry:
-    tracker: TaskTracker
-    media: str
-    pins: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
-    reference: dict[str, dict] = field(default_factory=dict)  # our earlier prediction's results by region id
+_REPLAY_ERRORS = (BadRequest, PromptError, FrameError)  # a bad saved annotation: skipped, never blocks the task
 
 
 class TrackingService:
     def __init__(self, settings: Settings, model: ModelHolder, media: MediaResolver,
                  client: LabelStudioClient | None):
         self.settings = settings
+        self.limits = settings.limits
         self.model = model
         self.media = media
         self.client = client
         self.jobs = JobManager(model.get, workers=settings.job_workers, write_interval_s=settings.write_interval_s,
                                on_frame=self._count_frame)
         self.frames_propagated = 0
-        self._entries: OrderedDict[int, _Entry] = OrderedDict()
-        self._configs: dict[str, TaskShape] = {}
-        self._project_configs: dict[str, str] = {}
-        self._prediction_ids: dict[int, int] = {}
-        self._lock = threading.RLock()
-        self._task_locks: dict[int, threading.Lock] = {}
+        self.sessions: SessionStore[int, TaskEntry] = SessionStore(
+            max_items=settings.max_sessions, max_bytes=self.limits.session_max_bytes, ttl_s=self.limits.session_ttl_s,
+            size_of=TaskEntry.nbytes, close=self._close_entry, busy=self._job_active)
+        self.configs = Configs()
+        self.task_locks = KeyedLocks(wait_s=self.limits.task_lock_wait_s)
+        self.writer = PredictionWriter(client, retry_s=self.limits.ls_write_retry_s) if client else None
+        self.webhooks = WebhookGate(self._webhook_hint, self.limits)
+        self._closing = False
 
     # ---- protocol entry points ---------------------------------------------------------------
     def setup(self, body: Mapping) -> dict:
         """Remember the project's label config (webhooks may not carry it); never loads anything heavy."""
         project, schema = str(body.get("project") or "").split(".")[0], body.get("schema")
         if isinstance(schema, str) and schema.strip():
-            self.shape_of(schema)  # a config we cannot serve is refused now, where LS shows the message
-            if project:
-                self._project_configs[project] = schema
+            self.configs.remember(project, schema)  # a config we cannot serve is refused now, where LS shows it
         return {"model_version": self.model.version}
 
     def predict(self, body: Mapping) -> dict:
         tasks = body.get("tasks")
         if not isinstance(tasks, list) or not tasks:
             raise BadRequest("'tasks' must be a non-empty list of LS tasks")
-        shape = self.shape_of(self._config_of(body))
+        shape = self.configs.of_request(body)
         params = body.get("params") if isinstance(body.get("params"), Mapping) else {}
         context = params.get("context")
         deadline = time.monotonic() + self.settings.predict_time_budget_s
@@ -86,81 +86,117 @@ class TrackingService:
     def webhook(self, body: Mapping, *, trusted: bool = True) -> dict:
         """ANNOTATION_CREATED / ANNOTATION_UPDATED: corrections and new prompts re-propagate in the background.
 
-        An untrusted call (LS sends webhooks without the backend's basic auth) only names the task and annotation:
-        both are re-read from LS with our own token, so a forged payload cannot inject prompts or media URLs.
+        Trusted (basic auth or WEBHOOK_SECRET): the payload is used as sent. Untrusted (LS sends webhooks without
+        basic auth): the same answer whatever happens; the gate re-reads the task from LS later, rate-limited
+        (see `backend.ls.webhooks`).
         """
+        if not trusted:
+            self.webhooks.submit(body)
+            return {"status": "accepted"}
         action = body.get("action")
-        if action not in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
+        if action not in ACTIONS:
             return {"status": "ignored", "action": action}
         task, annotation = body.get("task"), body.get("annotation")
         if not isinstance(task, Mapping) or not isinstance(annotation, Mapping):
             raise BadRequest(f"{action} webhook needs 'task' and 'annotation' objects")
         project = body.get("project") if isinstance(body.get("project"), Mapping) else {}
-        if not trusted:
-            if self.client is None:
-                raise BackendError("unauthenticated webhook and no LABEL_STUDIO_URL to verify it with; set "
-                                   "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY", status=401)
-            task = self.client.get_task(taskio.task_id_of(task))
-            annotation = next((a for a in task.get("annotations") or [] if a.get("id") == annotation.get("id")), None)
-            if annotation is None:
-                raise BadRequest(f"task {task.get('id')} has no annotation {body['annotation'].get('id')!r}")
-            project = self.client.get_project(int(task["project"]))
-        config = project.get("label_config") or self._project_configs.get(str(project.get("id") or task.get("project")))
-        if not config and self.client is not None and task.get("project"):
-            config = self.client.get_project(int(task["project"])).get("label_config")
-        if not config:
+        config = project.get("label_config")
+        shape = self.configs.shape_of(config) if isinstance(config, str) and config.strip() else \
+            self.configs.of_project(project.get("id") or task.get("project"))
+        if shape is None and self.client is not None and isinstance(task.get("project"), int):
+            shape = self.configs.remember(str(task["project"]),
+                                          self.client.get_project(task["project"]).get("label_config") or "")
+        if shape is None:
             raise BadRequest("the webhook carries no label config and this project never called /setup; "
                              "reconnect the ML backend in the project settings")
-        shape = self.shape_of(config)
-        results = [r for r in annotation.get("result") or [] if isinstance(r, dict)]
-        if not taskio.has_prompt_tools(results, shape):
-            return {"status": "no prompts"}
-        task = dict(task, annotations=[annotation], drafts=[])
-        with self._task_lock(taskio.task_id_of(task)):
-            entry = self._entry(task, shape)
-            _, started = self._apply(entry, results, interactive=False)
-        return {"status": "propagating" if started else "unchanged", "task": entry.tracker.task_id}
+        return self._annotation_saved(task, annotation, shape)
 
     def job_status(self, task_id: int) -> dict | None:
         job = self.jobs.get(task_id)
         return job.status() if job else None
 
     def active_sessions(self) -> int:
-        return len(self._entries)
+        return len(self.sessions)
+
+    @property
+    def _entries(self) -> dict[int, TaskEntry]:
+        """Snapshot {task: entry} of the sessions held now (for tests and debugging; not marked as used)."""
+        return {tid: e for tid in self.sessions.keys() if (e := self.sessions.peek(tid)) is not None}
+
+    def drop(self, task_id: int) -> None:
+        """Close the task's session (what an eviction or a restart does); it is rebuilt from LS on demand."""
+        self.sessions.discard(task_id)
 
     def shutdown(self) -> None:
+        self._closing = True
+        self.webhooks.stop()
         self.jobs.shutdown()
-        with self._lock:
-            for tid in list(self._entries):
-                self._drop(tid)
+        self.sessions.close_all()
+
+    # ---- webhooks ----------------------------------------------------------------------------
+    def _annotation_saved(self, task: Mapping, annotation: Mapping, shape: TaskShape) -> dict:
+        results = _usable(annotation.get("result"))
+        if not taskio.has_prompt_tools(results, shape):
+            return {"status": "no prompts"}
+        task = dict(task, annotations=[annotation], drafts=[])
+        tid = taskio.task_id_of(task)
+        with self.task_locks.hold(tid):
+            entry = self._entry(task, shape)
+            _, started = self._apply(entry, results, interactive=False)
+        return {"status": "propagating" if started else "unchanged", "task": tid}
+
+    def _webhook_hint(self, task_id: int, annotation_id: object) -> None:
+        """An unauthenticated webhook named this task: read it (and its annotation) from LS and act on that."""
+        if self.client is None:
+            logger.warning("unauthenticated webhook for task %s ignored: no LABEL_STUDIO_URL to verify it with (set "
+                           "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY, or basic auth / WEBHOOK_SECRET)", task_id)
+            return
+        task = self.client.get_task(task_id)
+        annotations = [a for a in task.get("annotations") or [] if isinstance(a, Mapping)]
+        annotation = next((a for a in annotations if a.get("id") == annotation_id), None) or max(
+            (a for a in annotations if isinstance(a.get("result"), list) and not a.get("was_cancelled")),
+            key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0), default=None)
+        if annotation is None or not isinstance(task.get("project"), int):
+            return
+        shape = self.configs.of_project(task["project"])
+        if shape is None:
+            shape = self.configs.remember(str(task["project"]),
+                                          self.client.get_project(task["project"]).get("label_config") or "")
+        try:
+            status = self._annotation_saved(task, annotation, shape)
+        except TaskBusy:  # someone is prompting the task right now: look again after the interval
+            self.webhooks.submit({"action": ACTIONS[1], "task": {"id": task_id}, "annotation": {"id": annotation_id}})
+            return
+        logger.info("unauthenticated webhook for task %s: %s", task_id, status["status"])
 
     # ---- modes -------------------------------------------------------------------------------
     def _interactive(self, task: Mapping, shape: TaskShape, context: list, deadline: float) -> dict:
         tid = taskio.task_id_of(task)
-        with self._task_lock(tid):
+        with self.task_locks.hold(tid):
             entry = self._entry(task, shape)
             job, _ = self._apply(entry, context, interactive=True)
         if job is not None:
             job.wait(max(0.0, deadline - time.monotonic()))
+        self.sessions.touch(tid)
         return self._prediction(entry.tracker)
 
     def _batch_one(self, task: object, shape: TaskShape, deadline: float) -> dict:
         """Never raises: a task we cannot serve gets an empty result and a log line saying why."""
         try:
             tid = taskio.task_id_of(task)
-            with self._lock:
-                entry = self._entries.get(tid)
-            results = taskio.prompt_results(task)
+            entry = self.sessions.peek(tid)
+            results = _usable(taskio.prompt_results(task))
             if entry is None and not taskio.has_prompt_tools(results, shape):
                 return {"result": [], "model_version": self.model.version}
-            with self._task_lock(tid):
-                with self._lock:
-                    existed = tid in self._entries
+            with self.task_locks.hold(tid):
+                existed = tid in self.sessions
                 entry = self._entry(task, shape)  # a new entry has applied the task's annotation already
                 job = self._apply(entry, results, interactive=False)[0] if results and existed else None
             job = job or self.jobs.get(tid)
             if job is not None:
                 job.wait(max(0.0, deadline - time.monotonic()))
+            if self.writer is not None and job is not None:  # LS stores this answer as a prediction of ours too
+                self.writer.reconcile_later(tid, self._reconcile)
             return self._prediction(entry.tracker)
         except Exception as e:  # batch must never crash LS's loop over tasks
             level = logging.WARNING if isinstance(e, BackendError) else logging.ERROR
@@ -169,28 +205,40 @@ class TrackingService:
             return {"result": [], "model_version": self.model.version}
 
     # ---- core --------------------------------------------------------------------------------
-    def _apply(self, entry: _Entry, raw: list, *, interactive: bool,
+    def _apply(self, entry: TaskEntry, raw: list, *, interactive: bool,
                replay: bool = False) -> tuple[Job | None, bool]:
         """Fold LS results into the ledger, push changes into the engine, start propagation when needed.
 
-        Returns the job that produces the task's current result (None: nothing to track) and whether it is new."""
+        Returns the job that produces the task's current result (None: nothing to track) and whether it is new.
+        If anything fails before the engine took the change, the ledger is put back as it was, so a retry of the
+        same request is a change again (never "unchanged" with the prompt lost). If the engine fails half-way, the
+        session is dropped and rebuilt from LS on the next request. The caller holds the task's lock."""
         tracker = entry.tracker
-        regions = parse_regions(raw, tracker.shape, num_frames=tracker.num_frames, frame_size=tracker.size)
-        regions = [self._strip_emitted(r, entry) for r in regions]
+        regions = parse_regions(raw, tracker.shape, num_frames=tracker.num_frames, frame_size=tracker.size,
+                                skip_bad=not interactive)  # a saved annotation: one bad region must not block it
+        regions = [strip_emitted(r, entry) for r in regions]
         with tracker.lock:
-            before = dict(tracker.ledger.entries), dict(tracker.book.labels), dict(tracker.book.by_key)
+            before = (dict(tracker.ledger.entries), dict(tracker.book.labels), dict(tracker.book.by_key),
+                      dict(tracker.prompt_regions))
+
+            def rollback() -> None:
+                with tracker.lock:
+                    (tracker.ledger.entries, tracker.book.labels, tracker.book.by_key,
+                     tracker.prompt_regions) = (dict(before[0]), dict(before[1]), dict(before[2]), dict(before[3]))
             try:
-                masks_on = self._reference_masks(entry) if replay else tracker.masks_on
+                masks_on = reference_masks(entry) if replay else tracker.masks_on
                 changed = tracker.ledger.upsert(regions, tracker.book, masks_on,
-                                                lambda r: self._is_correction(r, entry), replay=replay)
+                                                lambda r: is_correction(r, entry), replay=replay)
                 if interactive:
-                    for rtype, label in {(_rtype(r), r.label) for r in regions}:
+                    for rtype, label in {(rtype_of(r), r.label) for r in regions}:
                         changed += tracker.ledger.remove_missing(regions, rtype, label)
+                self._check_caps(tracker)
             except Exception:  # nothing reached the engine yet: put the ledger back as it was
-                tracker.ledger.entries, tracker.book.labels, tracker.book.by_key = before
+                rollback()
                 raise
             for res in raw:
-                if isinstance(res, dict) and res.get("type") in _ECHOED and res.get("id") in tracker.ledger.entries:
+                if isinstance(res, dict) and res.get("type") in _ECHOED and isinstance(res.get("id"), str) \
+                        and res["id"] in tracker.ledger.entries:
                     tracker.prompt_regions[res["id"]] = dict(res, origin="prediction")
         job = self.jobs.get(tracker.task_id)
         if not changed:  # e.g. LS re-sending a saved annotation: keep the job that is already on it
@@ -198,8 +246,17 @@ class TrackingService:
                 return job, False
             if not tracker.applied:
                 return None, False
-        self.jobs.cancel(tracker.task_id)  # outside the tracker lock: the job needs it to finish its frame
-        predictor = self.model.get()
+        try:
+            old = self.jobs.cancel(tracker.task_id)  # never waits; a queued job ends at once
+            # the engine must be free before new prompts go in; we hold only this task's lock while waiting
+            if old is not None and not old.wait(self.limits.task_lock_wait_s):
+                raise TaskBusy(f"task {tracker.task_id}: its running propagation did not stop within "
+                               f"{self.limits.task_lock_wait_s:g} s (TASK_LOCK_WAIT_S); retry in a moment",
+                               retry_after=2)
+            predictor = self.model.get()
+        except Exception:
+            rollback()
+            raise
         with tracker.lock:
             fixes = sorted({f for (_, f), p in tracker.ledger.prompts().items() if p.mask is not None})
             if replay and fixes and not tracker.applied:
@@ -207,8 +264,7 @@ class TrackingService:
             try:
                 start = tracker.sync(predictor)
             except Exception:  # the engine may hold half of it: rebuild from LS next time rather than drift
-                with self._lock:
-                    self._drop(tracker.task_id)
+                self.sessions.discard(tracker.task_id)
                 raise
             if start is None:
                 if not tracker.applied:
@@ -217,7 +273,12 @@ class TrackingService:
             plan = tracker.passes(start)
         return self.jobs.start(tracker, plan, self._write), True
 
-    def _replay(self, entry: _Entry, fixes: list[int]) -> Job:
+    def _check_caps(self, tracker: TaskTracker) -> None:
+        prompts = tracker.ledger.prompts()
+        self.limits.check_objects(len({obj for obj, _ in prompts}), tracker.task_id)
+        self.limits.check_points(sum(len(p.points) + (p.box is not None) for p in prompts.values()), tracker.task_id)
+
+    def _replay(self, entry: TaskEntry, fixes: list[int]) -> Job:
         """Rebuild in the order the annotation was most likely made: prompts, propagate, then each correction
         (by frame) and forward from it, so frames before a correction come out as they were when it was made."""
         tracker, predictor = entry.tracker, self.model.get()
@@ -234,166 +295,83 @@ class TrackingService:
         total = tracker.num_frames + sum(tracker.num_frames - k for k in fixes)
         return self.jobs.start_stages(tracker, [prompts_stage] + [fix_stage(k) for k in fixes], self._write, total)
 
-    def _is_correction(self, region: BrushRegion, entry: _Entry) -> bool:
-        ours = parse_brush_region_id(region.id)
-        if ours is None:
-            return True  # a mask drawn by hand is a prompt
-        # accepted output if it is any mask we produced for that frame, or within tolerance of what we track now or
-        # of our stored prediction (an annotation saved before a re-propagation still holds the older masks)
-        if mask_digest(np.packbits(region.mask.ravel())) in entry.tracker.emitted_digests.get(ours, ()):
-            return False
-        known = [entry.tracker.mask(*ours)]
-        if region.id in entry.reference:
-            known.append(_decode(entry.reference[region.id]))
-        known = [m for m in known if m is not None]
-        return bool(known) and all(mask_differs(region.mask, m) for m in known)
-
-    def _reference_masks(self, entry: _Entry):
-        """frame -> {object: mask} of our earlier prediction (for replaying the identity rule on a rebuild)."""
-        def on(frame: int) -> dict[int, object]:
-            out = {}
-            for rid, res in entry.reference.items():
-                ours = parse_brush_region_id(rid)
-                if ours is not None and ours[1] == frame:
-                    mask = _decode(res)
-                    if mask is not None:
-                        out[ours[0]] = mask
-            return out
-        return on
-
-    def _strip_emitted(self, region: Region, entry: _Entry) -> Region:
-        """Drop keyframes of a video region that are our own output echoed back (accepted, not prompts)."""
-        if not isinstance(region, VideoRectRegion):
-            return region
-        emitted = entry.tracker.emitted.get(region.id)
-        if emitted is None and region.id in entry.reference:
-            emitted = entry.tracker.boxes_of_sequence(entry.reference[region.id])
-        if not emitted:
-            return region
-        prompted = {e.frame for rid, e in entry.tracker.ledger.entries.items() if rid.startswith(region.id + "@")}
-        keep = tuple(kf for kf in region.keyframes if kf.frame in prompted or not _near(emitted.get(kf.frame),
-                                                                                        kf.box_xyxy))
-        return replace(region, keyframes=keep) if keep else region
-
     def _prediction(self, tracker: TaskTracker) -> dict:
         return {"result": tracker.results(), "model_version": self.model.version}
 
     def _write(self, job: Job, final: bool) -> None:
-        """Create or update this model version's one prediction for the task in LS."""
-        if self.client is None:
+        """Create or update this model version's one prediction for the task in LS (runs on the job's thread,
+        holding no lock of ours; the writer serialises writes per task and retries a final one while LS is down)."""
+        if self.writer is None:
             raise BackendError("LABEL_STUDIO_URL is not set, so the full result cannot be written into Label Studio")
-        with self._lock:
-            entry = self._entries.get(job.task_id)
-        if entry is None or entry.tracker.version != job.version:
+        entry = self.sessions.peek(job.task_id)
+        if entry is None or entry.closed or entry.tracker.version != job.version:
             return  # evicted or superseded: a newer job writes
         pred = self._prediction(entry.tracker)
-        pid = self._prediction_ids.get(job.task_id)
-        if pid is None:
-            mine = [p for p in self.client.list_predictions(job.task_id) if p.get("model_version") == pred["model_version"]]
-            pid = max((p["id"] for p in mine), default=None)
-        if pid is None:
-            pid = self.client.create_prediction(job.task_id, pred["result"], score=None,
-                                                model_version=pred["model_version"])["id"]
-        else:
-            self.client.update_prediction(pid, pred["result"], score=None, model_version=pred["model_version"])
-        self._prediction_ids[job.task_id] = pid
-        logger.info("task %s: %s prediction %s (%d results)", job.task_id, "final" if final else "partial", pid,
-                    len(pred["result"]))
+        entry.prediction_id = self.writer.write(job.task_id, pred["result"], pred["model_version"],
+                                                known_id=entry.prediction_id, final=final, stop=job.cancel_event)
+        logger.info("task %s: %s prediction %s (%d results)", job.task_id, "final" if final else "partial",
+                    entry.prediction_id, len(pred["result"]))
+        self.sessions.touch(job.task_id)  # its masks grew: the store's byte cap is enforced on the new size
 
-    # ---- trackers ----------------------------------------------------------------------------
-    def _entry(self, task: Mapping, shape: TaskShape) -> _Entry:
-        """The task's tracker; built (media fetched, prompts from annotations applied) when missing or stale."""
+    def _reconcile(self, task_id: int) -> None:
+        """Leave one prediction of our version in LS: the one our job writes (or the newest), never holding a lock
+        of ours while LS answers."""
+        entry = self.sessions.peek(task_id)
+        keep = entry.prediction_id if entry is not None else None
+        pid = self.writer.reconcile(task_id, self.model.version, keep)
+        if entry is not None and pid is not None:
+            entry.prediction_id = pid
+
+    # ---- sessions ----------------------------------------------------------------------------
+    def _entry(self, task: Mapping, shape: TaskShape) -> TaskEntry:
+        """The task's session; built (media fetched, prompts from annotations applied) when missing or stale.
+        The caller holds the task's lock."""
         tid = taskio.task_id_of(task)
         refs = taskio.media_refs(task, shape)
+        if isinstance(shape, FramesShape):
+            self.limits.check_frames(len(refs), tid)  # before any download
         key = taskio.media_key(refs) + "|" + repr(shape)
-        with self._lock:
-            entry = self._entries.get(tid)
-            if entry is not None and entry.media == key:
-                self._entries.move_to_end(tid)
-                return entry
-            if entry is not None:
-                self._drop(tid)
-        predictor = self.model.get()
-        pins = contextlib.ExitStack()
-        try:
-            source = taskio.open_media(self.media, tid, shape, refs, pins)
-            fps = shape.fps(task.get("data")) if isinstance(shape, VideoShape) else 24.0
-            tracker = TaskTracker(tid, shape, predictor.start_session(source), fps=fps)
-        except BaseException:
-            pins.close()
-            raise
-        predictions = task.get("predictions")
-        if predictions is None and self.client is not None:
-            with contextlib.suppress(BackendError):
-                predictions = self.client.list_predictions(tid)
-        entry = _Entry(tracker, key, pins, taskio.reference_results(predictions, self.model.version))
-        with self._lock:
-            self._entries[tid] = entry
-            while len(self._entries) > self.settings.max_sessions:
-                self._drop(next(iter(self._entries)))
-        for rid, res in entry.reference.items():  # our earlier objects keep their numbers
-            ours = parse_brush_region_id(rid)
-            labels = (res.get("value") or {}).get("brushlabels") or []
-            if ours is not None and labels:
-                tracker.book.ensure(ours[0], labels[0])
-        stored = taskio.prompt_results(task)
+        entry = self.sessions.get(tid)
+        if entry is not None and entry.media == key and not entry.closed:
+            return entry
+        if entry is not None:
+            self.sessions.discard(tid)
+        entry, created = self.sessions.get_or_create(tid, lambda: build_entry(
+            task, shape, key, refs, model=self.model, media=self.media, client=self.client, limits=self.limits,
+            data_dir=self.settings.data_dir), wait_s=self.limits.task_lock_wait_s)
+        stored = taskio.prompt_results(task) if created else []
         if stored:
-            with contextlib.suppress(BadRequest):  # an old bad region must not block new prompts
+            try:  # an old bad region must not block new prompts: skip it (logged), keep the rest
                 self._apply(entry, stored, interactive=False, replay=True)
+            except (*_REPLAY_ERRORS, LimitExceeded) as e:
+                logger.warning("task %s: the saved annotation could not be replayed (%s); continuing without it",
+                               tid, e)
         return entry
 
-    def _drop(self, tid: int) -> None:
-        entry = self._entries.pop(tid, None)
-        if entry is None:
-            return
-        with contextlib.suppress(TimeoutError):
+    def _job_active(self, tid: int) -> bool:
+        job = self.jobs.get(tid)
+        return job is not None and not job.finished.is_set()
+
+    def _close_entry(self, tid: int, entry: TaskEntry) -> None:
+        """Called by the session store outside its lock: stop the task's job without waiting, then free the engine
+        session once the job has left it (nothing here blocks the evicting request). A job stopped before its final
+        write leaves the task to be rebuilt from its saved annotation later, so what was saved still reaches LS."""
+        job = self.jobs.get(tid)
+        if job is not None and not job.finished.is_set() and job.version == entry.tracker.version:
             self.jobs.cancel(tid)
-        entry.tracker.session.close()
-        entry.pins.close()
-        logger.info("task %s: session closed", tid)
-
-    def _task_lock(self, tid: int) -> threading.Lock:
-        with self._lock:
-            return self._task_locks.setdefault(tid, threading.Lock())
-
-    def shape_of(self, config: str) -> TaskShape:
-        with self._lock:
-            shape = self._configs.get(config)
-        if shape is None:
-            shape = parse_label_config(config)
-            with self._lock:
-                self._configs[config] = shape
-        return shape
-
-    def _config_of(self, body: Mapping) -> str:
-        config = body.get("label_config")
-        if isinstance(config, str) and config.strip():
-            return config
-        project = str(body.get("project") or "").split(".")[0]
-        if project in self._project_configs:
-            return self._project_configs[project]
-        raise BadRequest("the request has no label_config; send the project's label config")
+            if self.client is not None and not self._closing:
+                self.webhooks.submit({"action": ACTIONS[1], "task": {"id": tid}, "annotation": {}})
+        self.jobs.after(tid, lambda: close_when_idle(entry, in_use=lambda: self.task_locks.busy(tid)))
 
     def _count_frame(self) -> None:
         self.frames_propagated += 1
 
 
+
 _ECHOED = ("keypointlabels", "rectanglelabels")  # prompt regions returned with the masks (see TaskTracker)
 
 
-def _decode(result: Mapping):
-    """HxW bool mask of a stored brush result, or None when it is not one we can read."""
-    value = result.get("value") or {}
-    try:
-        return rle_to_mask(value.get("rle"), result.get("original_height"), result.get("original_width"))
-    except (TypeError, ValueError):
-        return None
-
-
-def _rtype(region: Region) -> str:
-    return {"KeypointRegion": "keypointlabels", "RectRegion": "rectanglelabels", "BrushRegion": "brushlabels",
-            "VideoRectRegion": "videorectangle"}[type(region).__name__]
-
-
-def _near(a, b, tol_px: float = 0.5) -> bool:
-    return a is not None and all(abs(x - y) <= tol_px for x, y in zip(a, b))
+def _usable(results: object) -> list[dict]:
+    """The results that could be regions of a control: objects whose type and from_name are strings."""
+    return [r for r in results if isinstance(r, dict) and isinstance(r.get("type"), str)
+            and isinstance(r.get("from_name"), str)] if isinstance(results, list) else []

@@ -1,14 +1,16 @@
 """One Label Studio task being tracked: its engine session, prompt ledger, objects and per-frame results.
 
 The tracker owns no threads. `sync` pushes the ledger's prompts into the engine and says where propagation must
-restart; `passes` plans it; `record` keeps each propagated frame's masks (bit-packed, video resolution);
-`results` renders LS results. Everything is rebuildable from the task's annotations (see `service`).
+restart; `passes` plans it; `record` keeps each propagated frame's masks (bit-packed at video resolution, then
+zlib-compressed: a real object mask at 1080p is ~259 KB packed and ~2-8 KB compressed); `results` renders LS
+results; `nbytes` accounts what the tracker holds, so the session store's byte cap (SESSION_MAX_MB) means something. Everything is rebuildable from the task's annotations (see `service`).
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import threading
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +40,7 @@ class TaskTracker:
     book: ObjectBook = field(default_factory=ObjectBook)
     ledger: Ledger = field(default_factory=Ledger)
     applied: dict[tuple[int, int], FramePrompt] = field(default_factory=dict)
-    packed: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    packed: dict[tuple[int, int], bytes] = field(default_factory=dict)  # zlib(np.packbits(mask)) per object-frame
     version: int = 0  # bumped whenever prompts change: a result written for an older version is stale
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     emitted: dict[str, dict[int, Box]] = field(default_factory=dict)  # video region -> keyframe boxes we sent
@@ -61,11 +63,23 @@ class TaskTracker:
 
     # ---- masks ---------------------------------------------------------------------------------
     def mask(self, obj: int, frame: int) -> np.ndarray | None:
-        bits = self.packed.get((obj, frame))
-        if bits is None:
+        blob = self.packed.get((obj, frame))
+        if blob is None:
             return None
         w, h = self.size
+        bits = np.frombuffer(zlib.decompress(blob), dtype=np.uint8)
         return np.unpackbits(bits, count=w * h).reshape(h, w).astype(bool)
+
+    def nbytes(self) -> int:
+        """Bytes this tracker holds in Python (compressed masks, rendered LS results, prompt masks); the engine
+        session's own memory is bounded by the engine's caps."""
+        with self.lock:
+            total = sum(len(b) + 100 for b in self.packed.values())
+            total += sum(len(r["value"]["rle"]) + 1000 for r in self._rendered.values())
+            total += sum(40 * len(d) + 100 for d in self.emitted_digests.values())
+            masks = {id(p.mask): p.mask.nbytes for p in list(self.applied.values()) + list(self.ledger.prompts().values())
+                     if p.mask is not None}
+            return total + sum(masks.values())
 
     def masks_on(self, frame: int) -> dict[int, np.ndarray]:
         """{object: HxW bool mask} tracked on `frame` (objects absent there have empty masks)."""
@@ -88,7 +102,7 @@ class TaskTracker:
                     mask = prompt.mask  # the annotator's own mask, not its low-res round trip
                 if obj in self.book.labels:
                     bits = np.packbits(mask.ravel())
-                    self.packed[(obj, result.frame)] = bits
+                    self.packed[(obj, result.frame)] = zlib.compress(bits.tobytes(), 1)
                     self.emitted_digests.setdefault((obj, result.frame), set()).add(mask_digest(bits))
                     self._rendered.pop((obj, result.frame), None)
 
@@ -180,8 +194,10 @@ class TaskTracker:
                     continue
                 res = brush_result(brush_region_id(obj, frame), shape.brush_name, shape.image_name, frame, mask,
                                    self.book.labels[obj], width=w, height=h, meta_text=self.book.display(obj))
+                # kept with the RLE as bytes: a list of Python ints costs 8 bytes per RLE byte
+                res = dict(res, value=dict(res["value"], rle=bytes(res["value"]["rle"])))
                 self._rendered[(obj, frame)] = res
-            out.append(res)
+            out.append(dict(res, value=dict(res["value"], rle=list(res["value"]["rle"]))))
         return out
 
     def _video_results(self, shape: VideoShape) -> list[dict]:

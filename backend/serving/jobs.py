@@ -3,6 +3,12 @@
 A job runs a tracker's propagation plan on a worker thread, records every frame into the tracker and calls
 `writer` every `write_interval_s` and once at the end (the service writes the growing prediction into LS
 there). Starting a job for a task cancels that task's running job first: the newest prompt wins.
+
+Cancelling never blocks: `cancel` flags the job and returns; a job still in the queue is finished at once (it never
+starts) and drops its work (tracker, stages, writer), so a queued job keeps no evicted tracker alive. Callers that
+need the engine free wait on `Job.wait` with a timeout, holding no shared lock. `after` runs a callback once the
+task's job has left the engine (the service closes an evicted session there). Finished jobs are kept for
+`/jobs/<task>` up to `keep_finished`, oldest dropped first.
 """
 from __future__ import annotations
 
@@ -58,6 +64,9 @@ class Job:
     finished_at: float | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
     finished: threading.Event = field(default_factory=threading.Event, repr=False)
+    # (tracker, stages, writer) until the job ends or is cancelled in the queue; the only reference to the tracker
+    _work: tuple | None = field(default=None, repr=False)
+    _on_finish: list = field(default_factory=list, repr=False)
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -74,13 +83,14 @@ class Job:
 
 class JobManager:
     def __init__(self, predictor: Callable[[], VideoPredictor], *, workers: int, write_interval_s: float,
-                 on_frame: Callable[[], None] = lambda: None):
+                 on_frame: Callable[[], None] = lambda: None, keep_finished: int = 1024):
         self._predictor = predictor
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="propagate")
         self._jobs: dict[int, Job] = {}
         self._lock = threading.Lock()
         self.write_interval_s = write_interval_s
         self.on_frame = on_frame
+        self.keep_finished = keep_finished
 
     def get(self, task_id: int) -> Job | None:
         with self._lock:
@@ -90,13 +100,31 @@ class JobManager:
         with self._lock:
             return sum(j.state in ("queued", "running") for j in self._jobs.values())
 
-    def cancel(self, task_id: int, timeout: float = 30.0) -> None:
-        """Cancel the task's job (if any) and wait for it to leave the engine."""
-        job = self.get(task_id)
-        if job is not None and not job.finished.is_set():
-            job.cancel()
-            if not job.wait(timeout):
-                raise TimeoutError(f"the propagation job of task {task_id} did not stop within {timeout:.0f} s")
+    def cancel(self, task_id: int) -> Job | None:
+        """Ask the task's job (if any) to stop; never waits. A queued job ends at once without starting.
+
+        Returns the job, so a caller that needs the engine free can `wait` on it (holding no shared lock)."""
+        with self._lock:
+            job = self._jobs.get(task_id)
+            if job is None or job.finished.is_set():
+                return job
+            job.cancel_event.set()
+            if job.state != "queued":
+                return job
+            job.state, job._work = "cancelled", None
+            callbacks = self._finish_locked(job)
+        logger.info("task %s: queued propagation cancelled before it started", task_id)
+        _run_callbacks(callbacks, task_id)
+        return job
+
+    def after(self, task_id: int, fn: Callable[[], None]) -> None:
+        """Call `fn` once the task's current job has left the engine (now, if there is none or it ended)."""
+        with self._lock:
+            job = self._jobs.get(task_id)
+            if job is not None and not job.finished.is_set():
+                job._on_finish.append(fn)
+                return
+        _run_callbacks([fn], task_id)
 
     def start(self, tracker: TaskTracker, plan: list[Pass], writer: Writer) -> Job:
         return self.start_stages(tracker, [lambda: plan], writer, tracker.frames_in(plan))
@@ -104,21 +132,28 @@ class JobManager:
     def start_stages(self, tracker: TaskTracker, stages: list[Stage], writer: Writer, total: int) -> Job:
         """Run `stages` in order on a worker: each returns the passes to propagate after it ran."""
         self.cancel(tracker.task_id)
-        job = Job(tracker.task_id, tracker.version, total)
+        job = Job(tracker.task_id, tracker.version, total, _work=(tracker, stages, writer))
         with self._lock:
+            self._jobs.pop(tracker.task_id, None)  # re-insert: the dict's order is the order of starts
             self._jobs[tracker.task_id] = job
-        self._pool.submit(self._run, job, tracker, stages, writer)
+            self._bound_locked()
+        self._pool.submit(self._run, job)
         return job
 
     def shutdown(self) -> None:
+        """Cancel every job (queued ones end at once, with their callbacks) and wait for running ones to stop."""
         with self._lock:
-            jobs = list(self._jobs.values())
-        for job in jobs:
-            job.cancel()
+            tids = list(self._jobs)
+        for tid in tids:
+            self.cancel(tid)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _run(self, job: Job, tracker: TaskTracker, stages: list[Stage], writer: Writer) -> None:
-        job.state = "running"
+    def _run(self, job: Job) -> None:
+        with self._lock:
+            if job.cancel_event.is_set() or job._work is None:  # cancelled while queued: already finished
+                return
+            job.state = "running"
+            tracker, stages, writer = job._work
         last_write = time.monotonic()
         try:
             predictor = self._predictor()
@@ -144,16 +179,36 @@ class JobManager:
                         logger.info("task %s: propagation cancelled after %d/%d frames", job.task_id, job.done,
                                     job.total)
                         return
-            job.state = "done"
             job.total = job.done
             logger.info("task %s: propagated %d frames in %.1f s", job.task_id, job.done, time.time() - job.started)
-            self._write(writer, job, final=True)
+            self._write(writer, job, final=True)  # the writer retries LS failures (see backend.ls.writer)
+            job.state = "done"
+        except OSError as e:  # the disk (spill folder): say what to fix, without the server's paths
+            job.state = "failed"
+            job.error = (f"writing to disk failed ({e.strerror or type(e).__name__}); check that DATA_DIR is "
+                         "writable and has free space, then prompt again")
+            logger.exception("task %s: propagation failed", job.task_id)
         except Exception as e:  # a job must never die silently: the status says why
             job.state, job.error = "failed", str(e) or type(e).__name__
             logger.exception("task %s: propagation failed", job.task_id)
         finally:
-            job.finished_at = time.time()
-            job.finished.set()
+            del tracker, stages
+            with self._lock:
+                job._work = None
+                callbacks = self._finish_locked(job)
+            _run_callbacks(callbacks, job.task_id)
+
+    def _finish_locked(self, job: Job) -> list[Callable[[], None]]:
+        job.finished_at = time.time()
+        job.finished.set()
+        callbacks, job._on_finish = job._on_finish, []
+        self._bound_locked()
+        return callbacks
+
+    def _bound_locked(self) -> None:
+        done = [tid for tid, j in self._jobs.items() if j.finished.is_set()]
+        for tid in done[:max(0, len(done) - self.keep_finished)]:  # dicts keep insertion order: oldest first
+            del self._jobs[tid]
 
     @staticmethod
     def _write(writer: Writer, job: Job, *, final: bool) -> None:
@@ -163,3 +218,11 @@ class JobManager:
         except Exception as e:
             job.write_error = str(e) or type(e).__name__
             logger.warning("task %s: could not write the prediction into Label Studio: %s", job.task_id, e)
+
+
+def _run_callbacks(callbacks: list[Callable[[], None]], task_id: int) -> None:
+    for fn in callbacks:
+        try:
+            fn()
+        except Exception:
+            logger.exception("task %s: a job-end callback failed", task_id)

@@ -51,15 +51,18 @@ class SessionStore(Generic[K, V]):
         size_of: bytes held by a session (called under no lock of ours; keep it cheap).
         close: frees a session; called exactly once per evicted or discarded value, never under the store lock.
         clock: monotonic seconds (tests pass a fake).
+        busy: sessions for which it returns True (e.g. a propagation job still running) are evicted only after all
+            idle ones; the caps still hold (a busy session is evicted when nothing else is left). Called under the
+            store lock: keep it cheap and lock-free towards the store.
     """
 
     def __init__(self, *, max_items: int, max_bytes: int | None = None, ttl_s: float | None = None,
                  size_of: Callable[[V], int] = lambda v: 0, close: Callable[[K, V], None] = lambda k, v: None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, busy: Callable[[K], bool] = lambda k: False):
         if max_items < 1:
             raise ValueError(f"max_items must be >= 1, got {max_items}")
         self.max_items, self.max_bytes, self.ttl_s = max_items, max_bytes, ttl_s
-        self._size_of, self._close, self._clock = size_of, close, clock
+        self._size_of, self._close, self._clock, self._busy = size_of, close, clock, busy
         self._slots: OrderedDict[K, _Slot[V]] = OrderedDict()
         self._building: dict[K, threading.Event] = {}
         self._lock = threading.Lock()
@@ -188,7 +191,9 @@ class SessionStore(Generic[K, V]):
             for k in [k for k, s in self._slots.items() if s.last_used < cutoff and k != keep]:
                 victims.append((k, self._slots.pop(k).value))
         total = sum(s.nbytes for s in self._slots.values())
-        for k in list(self._slots):
+        order = list(self._slots)  # least recently used first; idle sessions before busy ones
+        busy = {k for k in order if self._busy(k)}
+        for k in [k for k in order if k not in busy] + [k for k in order if k in busy]:
             over_count = len(self._slots) > self.max_items
             over_bytes = self.max_bytes is not None and total > self.max_bytes
             if not (over_count or over_bytes):

@@ -168,6 +168,17 @@ def start_label_studio(data_dir: str | Path, media_root: str | Path, port: int |
     return server
 
 
+def create_pat(server: LabelStudioServer) -> str:
+    """A personal access token (JWT refresh token) of the admin user, created through LS's own API (POST /api/token/,
+    authenticated with the legacy token); cached on `server` because LS gives a user one live PAT at a time."""
+    if getattr(server, "pat", None):
+        return server.pat
+    server.api.call("POST", "/api/jwt/settings", json={"api_tokens_enabled": True, "legacy_api_tokens_enabled": True,
+                                                       "api_token_ttl_days": 30})
+    server.pat = server.api.call("POST", "/api/token/")["token"]
+    return server.pat
+
+
 def _ls_fingerprint() -> str:
     """Short hash of the installed LS version (its dist-info folder name), the admin user and the token."""
     dist = sorted(p.name for p in (REPO / ".ls-venv" / "lib").glob("python3*/site-packages/label_studio-*.dist-info"))
