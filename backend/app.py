@@ -1,6 +1,7 @@
 """Flask app factory: Label Studio's ML backend protocol over `TrackingService` (no model logic here).
 
-Routes: GET /health, POST /setup, POST /predict, POST /webhook, GET /versions, GET /metrics, GET /jobs/<task>.
+Routes: GET /health, POST /setup, POST /predict, POST /webhook, GET /versions, GET /metrics, GET /jobs/<task>,
+POST /jobs/<task>/cancel.
 Errors answer JSON `{"error": "..."}` with a status that says whose fault it is (4xx: the request; 502: upstream
 media or LS; 503: still loading; 500: ours, with an id to find the traceback in the log).
 """
@@ -37,6 +38,9 @@ def _error(status: int, message: str) -> tuple[Response, int]:
 
 
 def build_service(settings: Settings) -> TrackingService:
+    if settings.ray.enabled:  # scale-out: this process is only the front; replicas track (Ray imported there only)
+        from backend.scale.front import RayTrackingClient
+        return RayTrackingClient(settings)
     model = ModelHolder(settings)
     model.start()
     media = MediaResolver(settings.media)
@@ -61,6 +65,8 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
     metrics.gauge("sam2_feature_cache_bytes", "Bytes of image features in the cache",
                   lambda: service.model.get(0).features.nbytes if service.model.state == "ready" else 0)
     metrics.gauge("sam2_media_cache_bytes", "Bytes of media in the disk cache", lambda: service.media.cache.nbytes)
+    if getattr(service, "remote", False):  # Ray mode: per-replica sessions, jobs, queues (backend/scale/front.py)
+        service.register_metrics(metrics)
 
     @app.before_request
     def _auth_and_clock():
@@ -148,6 +154,14 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
 
     @app.get("/jobs/<int:task_id>")
     def job(task_id: int):
+        status = service.job_status(task_id)
+        if status is None:
+            return _error(404, f"no propagation job for task {task_id} since this backend started")
+        return jsonify(status)
+
+    @app.post("/jobs/<int:task_id>/cancel")
+    def cancel_job(task_id: int):
+        service.jobs.cancel(task_id)  # in Ray mode: on the task's replica
         status = service.job_status(task_id)
         if status is None:
             return _error(404, f"no propagation job for task {task_id} since this backend started")

@@ -15,6 +15,8 @@ Every variable (units in the name or the comment; defaults in brackets):
 - BASIC_AUTH_USER / BASIC_AUTH_PASS: when both are set, every route but /health needs HTTP basic auth.
 - MODEL_VERSION: the model_version reported to LS [derived from the manifest: model, precision, weights].
 - LOG_LEVEL [INFO]. PORT [9090] and THREADS [8] are read by docker/entrypoint.sh (gunicorn), WORKERS must be 1.
+- Scale-out (see RaySettings below): TRACKING_BACKEND [inprocess] | ray, RAY_SERVE_URL, RAY_REPLICAS,
+  RAY_REPLICA_CPUS, RAY_MAX_ONGOING_REQUESTS, RAY_REQUEST_TIMEOUT_S.
 - Media (see backend.serving.media.MediaSettings.from_env): LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY (legacy token or
   personal access token), MEDIA_CACHE_DIR, MEDIA_CACHE_MAX_MB, MEDIA_MAX_FILE_MB, ALLOWED_MEDIA_HOSTS,
   LOCAL_FILES_DOCUMENT_ROOT, MEDIA_TIMEOUT_S.
@@ -64,6 +66,7 @@ class Settings:
     model_version: str | None = None
     log_level: str = "INFO"
     media: MediaSettings | None = None
+    ray: RaySettings = field(default_factory=lambda: RaySettings())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -106,4 +109,45 @@ class Settings:
             model_version=env.get("MODEL_VERSION") or None,
             log_level=level,
             media=media,
+            ray=RaySettings.from_env(env),
+        )
+
+
+# ---- scale-out on Ray Serve (backend/scale); nothing here imports Ray ------------------------------------------
+@dataclass(frozen=True)
+class RaySettings:
+    """Where the tracking runs: in this process (default) or on Ray Serve replicas (backend/scale).
+
+    - TRACKING_BACKEND [inprocess] | ray: in `ray` mode this process is only the Label Studio front (auth, protocol,
+      limits) and forwards each task's work to the replicas, with the task id as Serve's multiplexed model id.
+    - RAY_SERVE_URL [http://127.0.0.1:8000/sam2]: the Serve HTTP proxy + the application's route prefix (front only).
+    - RAY_REPLICAS [2]: tracking replicas; RAY_REPLICA_CPUS [2]: CPUs Ray reserves per replica (match OV_THREADS).
+    - RAY_MAX_ONGOING_REQUESTS [16]: requests one replica takes at once (Serve's max_ongoing_requests).
+    - RAY_REQUEST_TIMEOUT_S [95]: how long the front waits for a replica (under LS's 100 s /predict timeout).
+    Per replica, MAX_SESSIONS is Serve's max_num_models_per_replica and OV_THREADS / JOB_WORKERS keep their meaning.
+    """
+
+    enabled: bool = False
+    serve_url: str = "http://127.0.0.1:8000/sam2"
+    replicas: int = 2
+    replica_cpus: float = 2.0
+    max_ongoing_requests: int = 16
+    request_timeout_s: float = 95.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> RaySettings:
+        mode = env.get("TRACKING_BACKEND", "inprocess").strip().lower() or "inprocess"
+        if mode not in ("inprocess", "ray"):
+            raise SettingsError(f"TRACKING_BACKEND={mode!r} is not one of inprocess, ray")
+        url = env.get("RAY_SERVE_URL", cls.serve_url).strip().rstrip("/") or cls.serve_url
+        if not url.startswith(("http://", "https://")):
+            raise SettingsError(f"RAY_SERVE_URL={url!r} is not an http(s) URL; set it to the Serve proxy and route "
+                                "prefix, e.g. http://ray-head:8000/sam2")
+        return cls(
+            enabled=mode == "ray",
+            serve_url=url,
+            replicas=int(_num(env, "RAY_REPLICAS", 2, minimum=1, integer=True)),
+            replica_cpus=_num(env, "RAY_REPLICA_CPUS", 2.0, minimum=0.1),
+            max_ongoing_requests=int(_num(env, "RAY_MAX_ONGOING_REQUESTS", 16, minimum=1, integer=True)),
+            request_timeout_s=_num(env, "RAY_REQUEST_TIMEOUT_S", 95.0, minimum=1.0),
         )
