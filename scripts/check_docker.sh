@@ -73,6 +73,7 @@ else
   compose_config env-example docker/.env.example
   compose_config bind-files "$tmp/empty.env" LS_FILES_DIR=./videos
   if [ -f docker/.env ]; then compose_config dot-env docker/.env; else skip "docker/.env (not present; only .env.example checked)"; fi
+  COMPOSE_FILE=docker/docker-compose.ray.yml compose_config ray-scale-out docker/.env.example  # Ray head/worker/front
 
   if [ -s "$tmp/defaults.json" ]; then
     # Assertions on the resolved config. The backend healthcheck must be the Dockerfile's HEALTHCHECK, word for word.
@@ -139,8 +140,8 @@ fi
 # ---------------------------------------------------------------- 2. hadolint
 if have hadolint; then
   echo "== $("$TOOLS/bin/hadolint" --version)"
-  if "$TOOLS/bin/hadolint" --no-color docker/Dockerfile; then ok "hadolint docker/Dockerfile (no findings)"
-  else bad "hadolint docker/Dockerfile"; fi
+  if "$TOOLS/bin/hadolint" --no-color docker/Dockerfile docker/Dockerfile.ray; then ok "hadolint docker/Dockerfile docker/Dockerfile.ray (no findings)"
+  else bad "hadolint docker/Dockerfile docker/Dockerfile.ray"; fi
 else
   bad "hadolint: not installed"
 fi
