@@ -2,7 +2,7 @@
 
 The Flask app (auth, protocol, validation, limits) stays what Label Studio talks to; this object replaces the
 in-process `TrackingService` behind it. Each task's work (interactive prompt, batch item, webhook, job status,
-cancel) is one HTTP call to Serve's proxy with the header `serve_multiplexed_model_id: <task id>`, so it reaches
+cancel) is one HTTP call to Serve's proxy with the header `serve-multiplexed-model-id: <task id>`, so it reaches
 the replica that holds the task's session (see `backend.scale.deployment`). A batch is split per task and sent
 in parallel. A call that reaches no replica (a replica died mid-request, the proxy restarting) is retried, and
 lands on another replica that rebuilds the task from Label Studio. No Ray import here: the front needs only
@@ -29,7 +29,7 @@ from backend.serving.model import model_version
 from backend.settings import Settings
 
 logger = logging.getLogger(__name__)
-HEADER = "serve_multiplexed_model_id"
+HEADER = "serve-multiplexed-model-id"  # Serve 2.60 reads it as serve_multiplexed_model_id; nginx drops "_" headers
 _STATS = ("sessions", "running_jobs", "queued_jobs", "requests_in_flight", "evictions", "frames_propagated",
           "feature_cache_bytes", "media_cache_bytes")
 _FORGET_REPLICA_S = 120.0  # a replica not heard from this long leaves the front's metrics
@@ -40,7 +40,10 @@ class ReplicasUnavailable(BackendError):
 
 
 class _RemoteModel:
-    """What the app reads of the model (name, version, state) without loading it in the front."""
+    """What the app reads of the model (name, version, state) without loading it in the front.
+
+    `state` is the replicas' model state as a background thread last saw it (every 2 s), so /health answers at once
+    ("loading" until the first answer, "unreachable" while Serve does not answer)."""
 
     def __init__(self, client: RayTrackingClient, manifest: dict, version: str):
         self._client = client
@@ -48,20 +51,19 @@ class _RemoteModel:
         self.version = version
         self.name = manifest.get("model", "sam2")
         self.error: str | None = None
-        self._checked = (0.0, "loading")
+        self.state = "loading"
+        self._stop = threading.Event()
+        threading.Thread(target=self._watch, name="replica-health", daemon=True).start()
 
-    @property
-    def state(self) -> str:
-        t, state = self._checked
-        if time.monotonic() - t < 3.0:
-            return state
-        try:
-            health = self._client._call("GET", "/health", None, attempts=1, timeout=5)["health"]
-            state, self.error = health["state"], health.get("error")
-        except BackendError as e:
-            state, self.error = "unreachable", str(e)
-        self._checked = (time.monotonic(), state)
-        return state
+    def _watch(self) -> None:
+        while True:
+            try:
+                health = self._client._call("GET", "/health", None, attempts=1, timeout=10)["health"]
+                self.state, self.error = health["state"], health.get("error")
+            except BackendError as e:
+                self.state, self.error = "unreachable", str(e)
+            if self._stop.wait(2.0):
+                return
 
     def get(self, timeout: float = 0.0):
         """Stand-in for the predictor the app's feature-cache gauge reads: the replicas' total."""
@@ -138,6 +140,7 @@ class RayTrackingClient:
         return self.total("frames_propagated")
 
     def shutdown(self) -> None:
+        self.model._stop.set()
         self._batch.shutdown(wait=False, cancel_futures=True)
         self.http.close()
 

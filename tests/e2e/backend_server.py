@@ -62,7 +62,7 @@ def start_backend(model_dir: Path, work: Path, *, ls_url: str, token: str, media
         try:
             if requests.get(server.url + "/health", timeout=2).status_code == 200:
                 return server
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # still importing the app (slow on a loaded machine)
             pass
         time.sleep(0.3)
     server.stop()

@@ -56,15 +56,20 @@ class RayCluster:
         env = {**replica_env, "RAY_REPLICAS": str(replicas), "RAY_REPLICA_CPUS": str(replica_cpus)}
         serve.run(build_app({"env": env}), name="sam2", route_prefix="/sam2", blocking=False)
         end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
+        ready: set[str] = set()
+        while time.monotonic() < end:  # every replica RUNNING in Serve and its model loaded
             try:
+                app = serve.status().applications.get("sam2")
+                states = app.deployments["TaskTracker"].replica_states if app and app.deployments else {}
                 r = requests.get(self.serve_url + "/health", timeout=5)
-                if r.ok and r.json()["health"]["state"] == "ready" and \
-                        len(self.replica_actors()) == replicas:
+                if r.ok and r.json()["health"]["state"] == "ready":
+                    ready.add(r.json()["replica"])
+                live = {a["replica"] for a in self.replica_actors()}
+                if states.get("RUNNING") == replicas and len(live) == replicas and live <= ready:
                     return
             except (requests.RequestException, ValueError, KeyError):
                 pass
-            time.sleep(1.0)
+            time.sleep(0.3)
         raise RuntimeError(f"the deployment did not become healthy in {timeout_s} s; Ray logs in {self.temp_dir}")
 
     def replica_actors(self) -> list[dict]:
@@ -105,7 +110,7 @@ class RayCluster:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)  # `ray start --block` stops its processes on SIGTERM
             try:
-                self.proc.wait(60)
+                self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 pass
             with contextlib.suppress(ProcessLookupError):
