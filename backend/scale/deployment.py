@@ -3,7 +3,8 @@
 Requests come through Serve's HTTP proxy from the front (`backend.scale.front`) with the header
 `serve_multiplexed_model_id: <task id>`, so Serve routes every request for task T to the replica that holds T's
 session when one does, and to the replica with the fewest sessions when none does (that replica rebuilds the
-session from the task's annotations and our prediction in LS). `MAX_SESSIONS` is `max_num_models_per_replica`:
+session from the task's annotations and our prediction in LS); `backend.scale.routing.TaskAffinityRouter` (a Serve
+request-router plugin) keeps a burst of new tasks from piling onto one replica. `MAX_SESSIONS` is `max_num_models_per_replica`:
 Serve evicts the least recently used task and `SessionHost` closes it in the background.
 
 Routes (under the application's route prefix, JSON in and out; errors `{"error", "replica"}` with the status that
@@ -30,6 +31,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from ray import serve
+from ray.serve.config import RequestRouterConfig
 from ray.serve.metrics import Gauge
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -56,7 +58,9 @@ class _Fail(Exception):
         self.status = status
 
 
-@serve.deployment(name="TaskTracker", health_check_period_s=10, graceful_shutdown_timeout_s=30)
+@serve.deployment(name="TaskTracker", health_check_period_s=10, graceful_shutdown_timeout_s=30,
+                  request_router_config=RequestRouterConfig(
+                      request_router_class="backend.scale.routing:TaskAffinityRouter"))
 class TaskTracker:
     def __init__(self, env: dict[str, str] | None = None):
         try:
