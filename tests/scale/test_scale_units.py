@@ -188,3 +188,17 @@ def test_the_in_process_app_and_the_front_never_import_ray(model_128_f32):
             "assert 'ray' not in sys.modules, 'ray was imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_cancel_route_in_process(client):
+    from tests import appkit as kit
+
+    r = client.post("/jobs/424242/cancel", headers=kit.AUTH)
+    assert r.status_code == 404 and "424242" in r.get_json()["error"]
+    assert client.post("/jobs/424242/cancel").status_code == 401  # behind basic auth like every route but /health
+    task = kit.frames_task(4243, "cup", kit.N)
+    assert kit.predict(client, task, kit.FRAMES_CONFIG, [kit.rect("c", 0, 20, 20, 40, 40, (640, 480))],
+                       headers=kit.AUTH).status_code == 200
+    kit.wait_job(client, 4243, headers=kit.AUTH)
+    r = client.post("/jobs/4243/cancel", headers=kit.AUTH)  # nothing left to stop: answers the job's status
+    assert r.status_code == 200 and r.get_json()["task"] == 4243 and r.get_json()["state"] == "done"
