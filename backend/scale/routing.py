@@ -7,7 +7,9 @@ tasks prompted at once on 2 replicas all went to one). This subclass remembers t
 few seconds, until the replicas' own reports catch up:
 
 - a request for a task it placed recently (and no replica reports yet) goes to that same replica;
-- a new task counts those recent placements when looking for the replicas with the fewest sessions.
+- a new task goes to one of the replicas with the fewest sessions counting those recent placements, and the choice
+  is recorded at once (Serve routes several pending requests concurrently, so waiting for `on_request_routed`
+  still let a burst pile up: measured 3 + 1 of 4 tasks on 2 replicas).
 
 Everything else (the power-of-two choice, queue-length probing, backoff, locality, a task held by a replica) is
 Serve's, through its public router mixins. Selected with
@@ -40,11 +42,11 @@ class TaskAffinityRouter(FIFOMixin, LocalityMixin, MultiplexMixin, RequestRouter
                 return [[self._replicas[placed[model_id][0]]]]
             counts = {rid: len(r.multiplexed_model_ids | {m for m, (pr, _) in placed.items() if pr == rid})
                       for rid, r in self._replicas.items()}
-            if counts:
+            if counts:  # one replica, recorded now: Serve routes several requests concurrently
                 least = min(counts.values())
-                fewest = [rid for rid, n in counts.items() if n == least]
-                random.shuffle(fewest)
-                return [[self._replicas[rid] for rid in fewest[:2]]]
+                rid = random.choice([rid for rid, n in counts.items() if n == least])
+                placed[model_id] = (rid, now)
+                return [[self._replicas[rid]]]
         # Serve's procedure: multiplex (held, else fewest models, else all) or locality, then two random candidates
         # of which Serve's caller takes the one with the shorter queue.
         if model_id:
