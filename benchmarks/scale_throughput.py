@@ -79,11 +79,11 @@ def run(replicas: int, args, media: Path, size, model: Path) -> dict:
             return time.monotonic() - t0, client.job_status(1000 + i)["replica"], frames
 
         prompt(args.tasks)  # warm-up on an extra task (first compile, first request through the proxy)
-        pgid = cluster.proc.pid
-        cpu0, t0 = _cpu_seconds(pgid), time.monotonic()
+        root = cluster.proc.pid
+        cpu0, t0 = _cpu_seconds(root), time.monotonic()
         with ThreadPoolExecutor(args.tasks) as pool:
             results = list(pool.map(prompt, range(args.tasks)))
-        wall, cpu = time.monotonic() - t0, _cpu_seconds(pgid) - cpu0
+        wall, cpu = time.monotonic() - t0, _cpu_seconds(root) - cpu0
         frames = sum(r[2] for r in results)
         client.shutdown()
         return {"replicas": replicas, "wall_s": round(wall, 2), "frames": frames,
