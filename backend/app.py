@@ -1,6 +1,7 @@
 """Flask app factory: Label Studio's ML backend protocol over `TrackingService` (no model logic here).
 
-Routes: GET /health, POST /setup, POST /predict, POST /webhook, GET /versions, GET /metrics, GET /jobs/<task>.
+Routes: GET /health, POST /setup, POST /predict, POST /webhook, GET /versions, GET /metrics, GET /jobs/<task>,
+POST /jobs/<task>/cancel.
 Errors answer JSON `{"error": "..."}` with a status that says whose fault it is (4xx: the request; 502: upstream
 media or LS; 503: still loading; 500: ours, with an id to find the traceback in the log).
 """
@@ -64,6 +65,9 @@ def _error(status: int, message: str) -> tuple[Response, int]:
 
 
 def build_service(settings: Settings) -> TrackingService:
+    if settings.ray.enabled:  # scale-out: this process is only the front; replicas track (Ray imported there only)
+        from backend.scale.front import RayTrackingClient
+        return RayTrackingClient(settings)
     model = ModelHolder(settings)
     model.start()
     media = MediaResolver(settings.media)
@@ -89,19 +93,24 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
     metrics.gauge("sam2_feature_cache_bytes", "Bytes of image features in the cache",
                   lambda: service.model.get(0).features.nbytes if service.model.state == "ready" else 0)
     metrics.gauge("sam2_media_cache_bytes", "Bytes of media in the disk cache", lambda: service.media.cache.nbytes)
-    metrics.gauge("sam2_session_bytes", "Bytes of tracked masks held by task sessions", lambda: service.sessions.nbytes)
+    remote = getattr(service, "remote", False)  # Ray mode: replicas hold sessions, jobs and the engine
+    if not remote:
+        metrics.gauge("sam2_session_bytes", "Bytes of tracked masks held by task sessions",
+                      lambda: service.sessions.nbytes)
     credentials = f"{settings.basic_auth[0]}:{settings.basic_auth[1]}".encode() if settings.basic_auth else None
     if settings.limits.health_port:
         app.config["HEALTH_SERVER"] = HealthServer(service.model, settings.limits.health_port,
                                                    Path(settings.data_dir)).start()
 
-    if settings.cvat.enabled:  # CVAT's nuclio-dashboard API over the same engine (backend/cvat)
+    if settings.cvat.enabled and not remote:  # CVAT's nuclio-dashboard API over the same engine (backend/cvat)
         from backend.cvat import create_cvat_blueprint
         cvat = create_cvat_blueprint(settings.cvat, service.model)
         app.register_blueprint(cvat)
         metrics.gauge("sam2_cvat_sessions", "CVAT tracking sessions held", lambda: len(cvat.tracker.sessions))
         metrics.gauge("sam2_cvat_reinitialised_total", "CVAT objects re-initialised from a lost session's last box",
                       lambda: cvat.tracker.reinitialised)
+    if remote:  # Ray mode: per-replica sessions, jobs, queues (backend/scale/front.py)
+        service.register_metrics(metrics)
 
     @app.before_request
     def _auth_and_clock():
@@ -197,6 +206,14 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
 
     @app.get("/jobs/<int:task_id>")
     def job(task_id: int):
+        status = service.job_status(task_id)
+        if status is None:
+            return _error(404, f"no propagation job for task {task_id} since this backend started")
+        return jsonify(status)
+
+    @app.post("/jobs/<int:task_id>/cancel")
+    def cancel_job(task_id: int):
+        service.jobs.cancel(task_id)  # in Ray mode: on the task's replica
         status = service.job_status(task_id)
         if status is None:
             return _error(404, f"no propagation job for task {task_id} since this backend started")

@@ -22,6 +22,8 @@ Every variable (units in the name or the comment; defaults in brackets):
 - CVAT tracker function (see `CvatSettings`): CVAT_FUNCTION, CVAT_FUNCTION_NAME, CVAT_MAX_SESSIONS,
   CVAT_SESSIONS_MAX_MB, CVAT_SESSION_TTL_S, CVAT_MAX_BODY_MB, CVAT_MAX_IMAGE_MPIX, CVAT_MAX_SHAPES.
 - Limits (caps, lock waits, webhook rate, LS write retries, health port): see backend.serving.limits.Limits.
+- Scale-out (see RaySettings below): TRACKING_BACKEND [inprocess] | ray, RAY_SERVE_URL, RAY_REPLICAS,
+  RAY_REPLICA_CPUS, RAY_MAX_ONGOING_REQUESTS, RAY_REQUEST_TIMEOUT_S.
 """
 from __future__ import annotations
 
@@ -119,6 +121,7 @@ class Settings:
     media: MediaSettings | None = None
     cvat: CvatSettings = field(default_factory=CvatSettings)
     limits: Limits = field(default_factory=Limits)
+    ray: RaySettings = field(default_factory=lambda: RaySettings())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -164,6 +167,47 @@ class Settings:
             media=media,
             cvat=CvatSettings.from_env(env),
             limits=limits,
+            ray=RaySettings.from_env(env),
+        )
+
+
+# ---- scale-out on Ray Serve (backend/scale); nothing here imports Ray ------------------------------------------
+@dataclass(frozen=True)
+class RaySettings:
+    """Where the tracking runs: in this process (default) or on Ray Serve replicas (backend/scale).
+
+    - TRACKING_BACKEND [inprocess] | ray: in `ray` mode this process is only the Label Studio front (auth, protocol,
+      limits) and forwards each task's work to the replicas, with the task id as Serve's multiplexed model id.
+    - RAY_SERVE_URL [http://127.0.0.1:8000/sam2]: the Serve HTTP proxy + the application's route prefix (front only).
+    - RAY_REPLICAS [2]: tracking replicas; RAY_REPLICA_CPUS [2]: CPUs Ray reserves per replica (match OV_THREADS).
+    - RAY_MAX_ONGOING_REQUESTS [16]: requests one replica takes at once (Serve's max_ongoing_requests).
+    - RAY_REQUEST_TIMEOUT_S [95]: how long the front waits for a replica (under LS's 100 s /predict timeout).
+    Per replica, MAX_SESSIONS is Serve's max_num_models_per_replica and OV_THREADS / JOB_WORKERS keep their meaning.
+    """
+
+    enabled: bool = False
+    serve_url: str = "http://127.0.0.1:8000/sam2"
+    replicas: int = 2
+    replica_cpus: float = 2.0
+    max_ongoing_requests: int = 16
+    request_timeout_s: float = 95.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> RaySettings:
+        mode = env.get("TRACKING_BACKEND", "inprocess").strip().lower() or "inprocess"
+        if mode not in ("inprocess", "ray"):
+            raise SettingsError(f"TRACKING_BACKEND={mode!r} is not one of inprocess, ray")
+        url = env.get("RAY_SERVE_URL", cls.serve_url).strip().rstrip("/") or cls.serve_url
+        if not url.startswith(("http://", "https://")):
+            raise SettingsError(f"RAY_SERVE_URL={url!r} is not an http(s) URL; set it to the Serve proxy and route "
+                                "prefix, e.g. http://ray-head:8000/sam2")
+        return cls(
+            enabled=mode == "ray",
+            serve_url=url,
+            replicas=int(_num(env, "RAY_REPLICAS", 2, minimum=1, integer=True)),
+            replica_cpus=_num(env, "RAY_REPLICA_CPUS", 2.0, minimum=0.1),
+            max_ongoing_requests=int(_num(env, "RAY_MAX_ONGOING_REQUESTS", 16, minimum=1, integer=True)),
+            request_timeout_s=_num(env, "RAY_REQUEST_TIMEOUT_S", 95.0, minimum=1.0),
         )
 
 

@@ -87,6 +87,7 @@ else
   compose_config bind-files "$tmp/secrets.env" LS_FILES_DIR=./videos
   compose_config backend-user "$tmp/secrets.env" SAM2_BACKEND_LS_TOKEN=backend-user-token-0123456789
   if [ -f docker/.env ]; then compose_config dot-env docker/.env; else skip "docker/.env (not present; a generated one checked)"; fi
+  COMPOSE_FILE=docker/docker-compose.ray.yml compose_config ray-scale-out "$tmp/secrets.env"  # Ray head/worker/front
 
   if [ -s "$tmp/defaults.json" ]; then
     # Assertions on the resolved config. The backend healthcheck must be the Dockerfile's HEALTHCHECK, word for word.
@@ -159,8 +160,8 @@ fi
 # ---------------------------------------------------------------- 2. hadolint
 if have hadolint; then
   echo "== $("$TOOLS/bin/hadolint" --version)"
-  if "$TOOLS/bin/hadolint" --no-color docker/Dockerfile; then ok "hadolint docker/Dockerfile (no findings)"
-  else bad "hadolint docker/Dockerfile"; fi
+  if "$TOOLS/bin/hadolint" --no-color docker/Dockerfile docker/Dockerfile.ray; then ok "hadolint docker/Dockerfile docker/Dockerfile.ray (no findings)"
+  else bad "hadolint docker/Dockerfile docker/Dockerfile.ray"; fi
 else
   bad "hadolint: not installed"
 fi

@@ -13,6 +13,7 @@ start=$(date +%s)
 step() { echo "== $* ($(( $(date +%s) - start )) s)"; }
 step setup; bash scripts/setup.sh
 step label-studio; bash scripts/install_label_studio.sh
+step ray-extra; .venv/bin/python -m pip install -q -r requirements-ray.txt   # tests/scale: Ray Serve replicas
 step browser; bash scripts/install_browser.sh
 step docker-files; bash scripts/check_docker.sh 2>&1 | tee artifacts/check_docker.log
 step runtime-venv
