@@ -14,12 +14,18 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${EDGETAM_VENV:-$here/.venv-edgetam}
-PY=${PYTHON:-python3}
-if [ ! -x "$VENV/bin/python" ]; then
-  "$PY" -m venv "$VENV"
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+stamp=$VENV/.requirements.sha256
+want=$(cat "$here/requirements-edgetam-export.txt" "$0" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+  echo "EdgeTAM export venv up to date: $VENV"
+  exit 0
 fi
 PIP="$VENV/bin/pip"
 $PIP install -q ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL" --extra-index-url https://pypi.org/simple} torch==2.13.0
 $PIP install -q -r "$here/requirements-edgetam-export.txt"
 $PIP install -q --no-deps edgetam-dimos==1.0.1 timm==1.0.31 torchvision==0.28.0
 (cd "$here" && "$VENV/bin/python" -c "import model_export.edgetam as e; e.check_environment()")
+echo "$want" > "$stamp"
