@@ -17,6 +17,7 @@ class ModelSpec:
     trunk_blocks: int     # sum of Hiera stages
     family: str = "sam2.1"  # "edgetam": exported by model_export/edgetam.py's hooks, in the EdgeTAM venv
     checkpoint_url: str | None = None  # when not under CHECKPOINT_BASE_URL
+    git_blob_sha1: str | None = None  # `git hash-object` of the checkpoint, when that is the published identity
 
     @property
     def url(self) -> str:
@@ -31,9 +32,9 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("sam2.1_hiera_base_plus", "configs/sam2.1/sam2.1_hiera_b+.yaml", "sam2.1_hiera_base_plus.pt", 112, 24),
         ModelSpec("sam2.1_hiera_large", "configs/sam2.1/sam2.1_hiera_l.yaml", "sam2.1_hiera_large.pt", 144, 48),
         # EdgeTAM ships its checkpoint in its repository (a plain git blob, no published sha256): pinned to the
-        # commit that added it; git blob id abd54d22bbd22ba3e53cf59a307e59e0f3701be6
+        # commit that added it and checked against that blob's id after download
         ModelSpec("edgetam", "configs/edgetam.yaml", "edgetam.pt", 0, 0, family="edgetam",
-                  checkpoint_url=EDGETAM_CHECKPOINT_URL),
+                  checkpoint_url=EDGETAM_CHECKPOINT_URL, git_blob_sha1="abd54d22bbd22ba3e53cf59a307e59e0f3701be6"),
     )
 }
 

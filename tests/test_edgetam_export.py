@@ -153,3 +153,23 @@ def test_main_venv_says_which_venv_edgetam_needs(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2
     assert "install_edgetam_export.sh" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_git_blob_id_matches_git(tmp_path):
+    from model_export.checkpoint import git_blob_sha1
+
+    f = tmp_path / "blob.bin"
+    f.write_bytes(bytes(range(256)) * 5000)
+    want = subprocess.run(["git", "hash-object", str(f)], capture_output=True, text=True, check=True).stdout.strip()
+    assert git_blob_sha1(f) == want
+
+
+def test_downloaded_edgetam_checkpoint_is_checked_against_the_published_blob(tmp_path, caplog):
+    """A file at the download path that is not EdgeTAM's published checkpoint is refused before any export."""
+    from model_export.cli import main
+
+    (tmp_path / "edgetam.pt").write_bytes(b"not the checkpoint")
+    rc = main(["--model", "edgetam", "--download", "--checkpoint-dir", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert rc == 2
+    assert "not the published edgetam checkpoint" in caplog.text and "delete it and download again" in caplog.text
+    assert not (tmp_path / "x").exists()
