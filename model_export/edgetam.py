@@ -293,25 +293,40 @@ class PromptDecoderGraph(graphs.PromptDecoderGraph):
 
 
 def graph_specs(model) -> list:
-    """SAM 2.1's five graph specs with EdgeTAM's memory encoder and memory attention swapped in."""
+    """SAM 2.1's graph specs with EdgeTAM's prompt decoder, memory encoder and memory attention swapped in.
+
+    The two memory graphs are spelled out in full (not derived from convert.py's) so that changes
+    to SAM 2.1's memory-attention interface do not silently change EdgeTAM's.
+    """
+    from .convert import GraphSpec
     from .convert import graph_specs as base_specs
 
     t = memory_layout(model)["tokens_per_frame"]
+
+    def rn(g, *shape):
+        return torch.randn(*shape, generator=g)
+
+    ours = {
+        "memory_encoder": GraphSpec(
+            "memory_encoder", MemoryEncoderGraph,
+            ("pix_feat", "mask_logits", "binarize", "object_score_logits"), ("maskmem_features",),
+            lambda s, g: {"pix_feat": rn(g, 1, 256, s // 16, s // 16), "mask_logits": rn(g, 2, 1, s // 4, s // 4) * 8,
+                          "binarize": torch.tensor([1.0, 0.0]), "object_score_logits": torch.tensor([[1.0], [-1.0]])},
+            lambda s: [[-1, 256, s // 16, s // 16], [-1, 1, s // 4, s // 4], [-1], [-1, 1]],
+        ),
+        "memory_attention": GraphSpec(
+            "memory_attention", MemoryAttentionGraph,
+            ("curr", "mem", "mem_pos", "ptr", "ptr_pos"), ("conditioned",),
+            lambda s, g: {"curr": rn(g, 2, (s // 16) ** 2, 256), "mem": rn(g, 2, 2 * t, 64),
+                          "mem_pos": rn(g, 2, 2 * t, 64), "ptr": rn(g, 2, 8, 64), "ptr_pos": rn(g, 2, 8, 64)},
+            lambda s: [[-1, (s // 16) ** 2, 256], [-1, -1, 64], [-1, -1, 64], [-1, -1, 64], [-1, -1, 64]],
+        ),
+    }
     out = []
     for gs in base_specs():
         if gs.name == "prompt_decoder":
             gs = dataclasses.replace(gs, module=PromptDecoderGraph)
-        elif gs.name == "memory_encoder":
-            gs = dataclasses.replace(gs, module=MemoryEncoderGraph)
-        elif gs.name == "memory_attention":
-            gs = dataclasses.replace(
-                gs, module=MemoryAttentionGraph,
-                example=lambda s, g: {"curr": torch.randn(2, (s // 16) ** 2, 256, generator=g),
-                                      "mem": torch.randn(2, 2 * t, 64, generator=g),
-                                      "mem_pos": torch.randn(2, 2 * t, 64, generator=g),
-                                      "ptr": torch.randn(2, 8, 64, generator=g),
-                                      "ptr_pos": torch.randn(2, 8, 64, generator=g)})
-        out.append(gs)
+        out.append(ours.get(gs.name, gs))
     return out
 
 
