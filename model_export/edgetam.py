@@ -34,18 +34,24 @@ CONFIG = "configs/edgetam.yaml"
 MEMORY_FORMAT_VERSION = 2  # token memories: an engine reading format 1 must refuse the export, not misread it
 
 
-def check_environment() -> None:
-    """Fail with a fix-it message unless this venv has EdgeTAM's `sam2` fork and an importable timm."""
+def _require_fork() -> str:
+    """Version of edgetam-dimos, or a ValueError (the CLI prints it) that says which venv to use."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        version("edgetam-dimos")
+        return version("edgetam-dimos")
     except PackageNotFoundError:
-        raise RuntimeError("--model edgetam needs the EdgeTAM export venv: run `bash scripts/install_edgetam_export.sh` "
-                           "and use .venv-edgetam/bin/python -m model_export ...") from None
+        raise ValueError("--model edgetam needs the EdgeTAM export venv (its `sam2` is the edgetam-dimos fork): run "
+                         "`bash scripts/install_edgetam_export.sh`, then .venv-edgetam/bin/python -m model_export ...") from None
+
+
+def check_environment() -> str:
+    """One line describing this venv's EdgeTAM export stack; raises if the fork or timm is missing."""
+    from importlib.metadata import version
+
+    fork = _require_fork()
     _import_timm()
-    print(f"EdgeTAM export environment ok: edgetam-dimos {version('edgetam-dimos')}, timm {version('timm')}, "
-          f"torch {torch.__version__}")
+    return f"EdgeTAM export environment ok: edgetam-dimos {fork}, timm {version('timm')}, torch {torch.__version__}"
 
 
 def _import_timm():
@@ -113,23 +119,13 @@ def check_image_size(image_size: int) -> int:
 def hydra_overrides(image_size: int) -> list[str]:
     """Config overrides: offline backbone, input size, and the RoPE grids that follow the feature map."""
     grid = check_image_size(image_size) // 16
-    check_environment_quiet()
+    _require_fork()
     return [
         f"++model.image_encoder.trunk._target_={OfflineTimmBackbone.__module__}.{OfflineTimmBackbone.__qualname__}",
         f"++model.image_size={image_size}",
         f"++model.memory_attention.layer.self_attention.feat_sizes=[{grid},{grid}]",
         f"++model.memory_attention.layer.cross_attention.q_sizes=[{grid},{grid}]",
     ]
-
-
-def check_environment_quiet() -> None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        version("edgetam-dimos")
-    except PackageNotFoundError:
-        raise ValueError("--model edgetam needs the EdgeTAM export venv (its `sam2` is the edgetam-dimos fork): run "
-                         "`bash scripts/install_edgetam_export.sh`, then .venv-edgetam/bin/python -m model_export ...") from None
 
 
 # ---------------------------------------------------------------- graphs

@@ -27,5 +27,5 @@ PIP="$VENV/bin/pip"
 $PIP install -q ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL" --extra-index-url https://pypi.org/simple} torch==2.13.0
 $PIP install -q -r "$here/requirements-edgetam-export.txt"
 $PIP install -q --no-deps edgetam-dimos==1.0.1 timm==1.0.31 torchvision==0.28.0
-(cd "$here" && "$VENV/bin/python" -c "import model_export.edgetam as e; e.check_environment()")
+(cd "$here" && "$VENV/bin/python" -c "import model_export.edgetam as e; print(e.check_environment())")
 echo "$want" > "$stamp"
