@@ -28,6 +28,13 @@ def hydra_overrides(image_size: int) -> list[str]:
     ]
 
 
+def _overrides(spec: ModelSpec, image_size: int) -> list[str]:
+    if spec.family == "edgetam":
+        from . import edgetam
+        return edgetam.hydra_overrides(image_size)
+    return hydra_overrides(image_size)
+
+
 def build_video_model(
     spec: ModelSpec,
     *,
@@ -55,7 +62,7 @@ def build_video_model(
     torch.manual_seed(seed if seed is not None else 0)
     model = build_sam2_video_predictor(
         spec.config, ckpt_path=None, device="cpu",
-        hydra_overrides_extra=hydra_overrides(image_size) + list(extra_overrides or []),
+        hydra_overrides_extra=_overrides(spec, image_size) + list(extra_overrides or []),
     )
     if state is not None:
         check_keys(state, model.state_dict(), spec)

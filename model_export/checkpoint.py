@@ -35,6 +35,15 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def git_blob_sha1(path: Path) -> str:
+    """The id git gives this file's content (`git hash-object`): sha1 of "blob <size>\\0" + bytes."""
+    h = hashlib.sha1(f"blob {Path(path).stat().st_size}\0".encode())
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _total_size(resp: requests.Response, already: int) -> int | None:
     """Full file size from a 200 (Content-Length) or 206 (Content-Range) answer."""
     if resp.status_code == 206:

@@ -73,6 +73,11 @@ def _run(args, spec) -> int:
     if args.download:
         url = spec.url
         checkpoint = download(url, args.checkpoint_dir / spec.checkpoint_file)
+        if spec.git_blob_sha1:
+            from .checkpoint import git_blob_sha1
+            if git_blob_sha1(checkpoint) != spec.git_blob_sha1:
+                raise CheckpointError(f"{checkpoint} is not the published {spec.name} checkpoint (git blob id "
+                                      f"{git_blob_sha1(checkpoint)}, expected {spec.git_blob_sha1}); delete it and download again")
     elif args.checkpoint:
         checkpoint = args.checkpoint
     if checkpoint is not None and args.sha256:

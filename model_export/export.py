@@ -43,17 +43,21 @@ def export(spec: ModelSpec, out_dir: Path, *, precision: str = "bf16", image_siz
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # a private temp dir beside the target: two exports to one folder must not delete each other's files
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
+    specs, constants, extra = graph_specs(), tracker_constants, {}
+    if spec.family == "edgetam":
+        from . import edgetam
+        specs, constants, extra = edgetam.graph_specs(model), edgetam.tracker_constants, edgetam.manifest_fields(model)
     graphs = {}
-    for gs in graph_specs():
+    for gs in specs:
         t0 = time.perf_counter()
         ov_model = convert_graph(gs, model, image_size)
         save_graph(ov_model, tmp / f"{gs.name}.xml", precision)
         graphs[gs.name] = {"xml": f"{gs.name}.xml", **port_shapes(ov_model)}
         log.info("exported %-16s in %5.1f s", gs.name, time.perf_counter() - t0)
         del ov_model
-    np.savez(tmp / "constants.npz", **tracker_constants(model))
+    np.savez(tmp / "constants.npz", **constants(model))
     write_manifest(tmp, model_name=spec.name, model=model, image_size=image_size, precision=precision,
-                   hint=PRECISION_HINT[precision], weights=weights, graphs=graphs)
+                   hint=PRECISION_HINT[precision], weights=weights, graphs=graphs, extra=extra)
     old = None
     if out_dir.exists():  # move the old export aside first, so readers see the old or the new folder, whole
         old = Path(tempfile.mkdtemp(prefix=out_dir.name + ".old-", dir=out_dir.parent))

@@ -88,7 +88,7 @@ def tracker_constants(model) -> dict[str, np.ndarray]:
 
 
 def write_manifest(out_dir: Path, *, model_name: str, model, image_size: int, precision: str, hint: str,
-                   weights: dict, graphs: dict) -> Path:
+                   weights: dict, graphs: dict, extra: dict | None = None) -> Path:
     import openvino
     import torch
     from importlib.metadata import version
@@ -107,13 +107,26 @@ def write_manifest(out_dir: Path, *, model_name: str, model, image_size: int, pr
         "tracker": tracker_flags(model),
         "constants": "constants.npz",
         "graphs": graphs,
-        "versions": {"openvino": openvino.get_version(), "torch": torch.__version__, "sam2": version("sam2")},
+        "versions": {"openvino": openvino.get_version(), "torch": torch.__version__, **_sam2_versions(version)},
         "exporter_source_sha256": exporter_source_hash(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
     }
     path = Path(out_dir) / "manifest.json"
     path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
+
+
+def _sam2_versions(version) -> dict:
+    """Version of the distribution that provides the `sam2` module: sam2 itself or EdgeTAM's fork."""
+    from importlib.metadata import PackageNotFoundError
+
+    for dist in ("sam2", "edgetam-dimos"):
+        try:
+            return {dist: version(dist)}
+        except PackageNotFoundError:
+            continue
+    return {}
 
 
 def port_shapes(ov_model) -> dict:

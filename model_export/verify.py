@@ -170,13 +170,16 @@ def verify_export(model, out_dir: Path, precision: str, *, threads: int = 0,
     cfg = {"INFERENCE_PRECISION_HINT": hint}
     if threads:
         cfg["INFERENCE_NUM_THREADS"] = threads
-    oracle = Oracle(model)
+    oracle, inputs_for = Oracle(model), random_inputs
+    if getattr(model, "spatial_perceiver", None) is not None:  # EdgeTAM: token memories
+        from . import edgetam
+        oracle, inputs_for = edgetam.Oracle(model), edgetam.random_inputs(model)
     s = model.image_size
     if model.binarize_mask_from_pts_for_mem_enc is False:
         log.info("model does not binarize prompted masks; memory encoder checked with sigmoid only")
-    cases: list[tuple[str, str, dict]] = [(g, "random", random_inputs(g, s, seed)) for g in
+    cases: list[tuple[str, str, dict]] = [(g, "random", inputs_for(g, s, seed)) for g in
                                           ("image_encoder", "prompt_decoder", "memory_encoder", "mask_prompt")]
-    cases += [("memory_attention", f"{n}mem+{p}ptr", random_inputs("memory_attention", s, seed + n * 100 + p, n, p))
+    cases += [("memory_attention", f"{n}mem+{p}ptr", inputs_for("memory_attention", s, seed + n * 100 + p, n, p))
               for n, p in memory_sizes]
     results = []
     compiled = {}

@@ -14,6 +14,7 @@ step() { echo "== $* ($(( $(date +%s) - start )) s)"; }
 step setup; bash scripts/setup.sh
 step label-studio; bash scripts/install_label_studio.sh
 step ray-extra; .venv/bin/python -m pip install -q -r requirements-ray.txt   # tests/scale: Ray Serve replicas
+step edgetam-venv; bash scripts/install_edgetam_export.sh  # .venv-edgetam: EdgeTAM export parity (tests/test_edgetam_export.py)
 step browser; bash scripts/install_browser.sh
 step docker-files; bash scripts/check_docker.sh 2>&1 | tee artifacts/check_docker.log
 step runtime-venv
