@@ -1,6 +1,6 @@
 """Fixtures of the scale-out e2e tests: a local Ray cluster (loopback, 2 CPUs, small object store) with 2 tracking
 replicas of the 128 px test model, the front (docker/entrypoint.sh, TRACKING_BACKEND=ray) and the real Label Studio
-of tests/e2e. Every test in a *_e2e.py file here is marked `e2e`; without Ray installed they fail with the command that installs it."""
+of tests/conftest.py (shared with tests/e2e). Every test in a *_e2e.py file here is marked `e2e`; without Ray installed they fail with the command that installs it."""
 from __future__ import annotations
 
 import importlib.util
@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.backend_server import start_backend
-from tests.e2e.conftest import label_studio  # noqa: F401  (the same real LS fixture as tests/e2e)
 
 _HERE = Path(__file__).resolve().parent
 REPLICA_ENV = {"PRECISION": "f32", "OV_THREADS": "1", "JOB_WORKERS": "2", "MAX_SESSIONS": "2",

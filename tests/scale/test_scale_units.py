@@ -4,7 +4,6 @@ no replica answered, whose-fault errors kept, per-replica metrics)."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from types import SimpleNamespace
 
@@ -21,15 +20,24 @@ from tests.fakehttp import FakeHost, json_response
 
 
 # ---- SessionHost ----------------------------------------------------------------------------------------------
+class _SlowJob:
+    def __init__(self, cancel_s: float):
+        self.cancel_s = cancel_s
+
+    def wait(self, timeout):
+        time.sleep(min(self.cancel_s, timeout))
+        return True
+
+
 class _SlowJobs:
-    """A job manager whose cancel takes `cancel_s` (a frame that is slow to finish)."""
+    """A job manager like backend.serving.jobs: cancel never waits, the job takes `cancel_s` to leave the engine."""
 
     def __init__(self, cancel_s: float):
         self.cancel_s, self.cancelled = cancel_s, []
 
-    def cancel(self, tid, timeout=30.0):
-        time.sleep(self.cancel_s)
+    def cancel(self, tid):
         self.cancelled.append(tid)
+        return _SlowJob(self.cancel_s)
 
     def get(self, tid):
         return None
@@ -38,18 +46,12 @@ class _SlowJobs:
 class _FakeService:
     def __init__(self, cancel_s: float):
         self.jobs = _SlowJobs(cancel_s)
-        self._lock = threading.RLock()
-        self._locks: dict[int, threading.Lock] = {}
         self.dropped: list[int] = []
         self.frames_propagated = 0
         self.model = SimpleNamespace(state="loading", name="m", version="v", error=None, manifest={})
         self.media = SimpleNamespace(cache=SimpleNamespace(nbytes=0))
 
-    def _task_lock(self, tid):
-        with self._lock:
-            return self._locks.setdefault(tid, threading.Lock())
-
-    def _drop(self, tid):
+    def drop(self, tid):
         self.dropped.append(tid)
 
     def active_sessions(self):
