@@ -162,3 +162,12 @@ def test_click_on_a_tracked_frame_skips_memory_attention_and_is_exact(model_128_
     for got, ref in zip(*outs):
         assert np.array_equal(got, ref)
     assert not np.array_equal(outs[0][0], outs[0][1]), "the added negative point had no effect"
+
+
+def test_prompts_on_two_frames_of_a_new_object_track_it_once(eng, frames):
+    ses = eng.start_session(open_source(frames))
+    eng.add_points(ses, 0, "a", box=box(ses, A_BOX))
+    eng.add_points(ses, 5, "a", points=[[0.5 * ses.width, 0.5 * ses.height]], labels=[0])
+    assert eng.pending_passes(ses) == [PassPlan(0, False, ("a",))]
+    assert sorted(settle(eng, ses)) == list(range(N)) and eng.pending_passes(ses) == []
+    assert ses.attention_calls["a"] == N - 2

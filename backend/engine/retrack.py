@@ -43,8 +43,11 @@ def advance(track: ObjectTrack, frame: int, reverse: bool, num_frames: int) -> N
     if reverse:
         if track.stale_rev == frame:
             track.stale_rev = frame - 1 if frame > 0 else None
-    elif track.stale_fwd == frame:
-        track.stale_fwd = frame + 1 if frame + 1 < num_frames else None
+    else:
+        if track.stale_fwd == frame:
+            track.stale_fwd = frame + 1 if frame + 1 < num_frames else None
+        if track.stale_rev is not None and track.stale_rev == frame + 1:
+            track.stale_rev = None  # frame r-1 now remembers r going forward: nothing left to do backward
 
 
 def pending_passes(tracks: list[ObjectTrack]) -> list[PassPlan]:
@@ -54,7 +57,10 @@ def pending_passes(tracks: list[ObjectTrack]) -> list[PassPlan]:
     for t in tracks:
         if t.stale_fwd is not None:
             groups.setdefault((t.stale_fwd, False), []).append(t.obj_id)
-        if t.stale_rev is not None:
-            groups.setdefault((t.stale_rev, True), []).append(t.obj_id)
+        r = t.stale_rev
+        # a reverse pass from r is needed only while frame r-1 does not already (or, after this plan's forward
+        # pass, will not) remember r going forward: e.g. prompts on frames 0 and 5 of a new object track it once
+        if r is not None and not (t.tracked.get(r - 1) is False or (t.stale_fwd is not None and t.stale_fwd < r)):
+            groups.setdefault((r, True), []).append(t.obj_id)
     order = sorted(groups, key=lambda k: (k[1], -k[0] if k[1] else k[0]))
     return [PassPlan(start, rev, tuple(groups[start, rev])) for start, rev in order]

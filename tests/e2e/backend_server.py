@@ -48,7 +48,7 @@ def start_backend(model_dir: Path, work: Path, *, ls_url: str, token: str, media
            "MODEL_DIR": str(model_dir), "LABEL_STUDIO_URL": ls_url, "LABEL_STUDIO_API_KEY": token,
            "BASIC_AUTH_USER": AUTH[0], "BASIC_AUTH_PASS": AUTH[1], "LOCAL_FILES_DOCUMENT_ROOT": str(media_root),
            "MEDIA_CACHE_DIR": str(work / "media-cache"), "DATA_DIR": str(work / "data"),
-           "PREDICT_TIME_BUDGET_S": "60", "WRITE_INTERVAL_S": "1", "LOG_LEVEL": "INFO", **(extra_env or {})}
+           "PREDICT_TIME_BUDGET_S": "60", "INTERACTIVE_WAIT_S": "60", "WRITE_INTERVAL_S": "1", "LOG_LEVEL": "INFO", **(extra_env or {})}
     log_path = work / "backend.log"
     work.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
