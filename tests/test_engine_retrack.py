@@ -171,3 +171,41 @@ def test_prompts_on_two_frames_of_a_new_object_track_it_once(eng, frames):
     assert eng.pending_passes(ses) == [PassPlan(0, False, ("a",))]
     assert sorted(settle(eng, ses)) == list(range(N)) and eng.pending_passes(ses) == []
     assert ses.attention_calls["a"] == N - 2
+
+
+def _wait(cond, timeout=60.0):
+    import time
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_prewarm_encodes_ahead_only_while_no_propagation_runs(model_128_f32, frames):
+    e = VideoPredictor(EngineSettings(model_dir=model_128_f32, precision="f32"))
+    ses = e.start_session(open_source(frames))
+    e.prewarm(ses)  # a task was opened: its first frames
+    assert _wait(lambda: e.prewarmer.encoded == 4)
+    assert all(e.features.get((ses.source.key, f)) is not None for f in range(4))
+    e.add_points(ses, 0, "a", box=box(ses, A_BOX))
+    gen = e.propagate(ses, objects=["a"])
+    next(gen)  # a propagation is running (and holds the session)
+    calls = e.runtime.calls("image_encoder")
+    e.prewarm(ses, [12, 13, 14])
+    assert not _wait(lambda: e.runtime.calls("image_encoder") > calls, timeout=1.5), "prewarm ran during propagation"
+    gen.close()  # propagation over: prewarm goes on, one frame at a time
+    assert _wait(lambda: e.prewarmer.encoded == 7)
+    assert all(e.features.get((ses.source.key, f)) is not None for f in (12, 13, 14))
+
+
+def test_click_latency_measures_the_cached_paths(eng, frames):
+    from backend.engine.latency import click_latency
+    ses = eng.start_session(open_source(frames))
+    eng.add_points(ses, 0, "a", box=box(ses, A_BOX))
+    settle(eng, ses)
+    new = click_latency(eng, ses, 5, kind="new_object", repeats=5)
+    tracked = click_latency(eng, ses, 5, kind="tracked_frame", obj_id="a", repeats=5)
+    assert new["attention_runs"] == 0 and tracked["attention_runs"] == 0
+    assert 0 < new["p50_s"] <= new["p95_s"] and ses.objects.ids == ["a"]

@@ -23,8 +23,6 @@ keeps its results and memories bit for bit and its memory attention is not run.
 from __future__ import annotations
 
 import logging
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -37,6 +35,7 @@ from .frames import FrameSource
 from .heads import use_multimask
 from .memory import gather_memory, plan_memory
 from .model import ModelBundle
+from .prewarm import Activity, Prewarmer
 from .numerics import NO_OBJ_SCORE, fill_holes, non_overlapping, resize_bilinear
 from .retrack import PassPlan, advance, mark_changed, pending_passes
 from .runtime import Runtime
@@ -98,6 +97,7 @@ class VideoPredictor:
         self.tracker = Tracker(self.runtime, self.features)
         self.tracker.cfg = self.cfg
         self.activity = Activity()
+        self.prewarmer = Prewarmer(self.tracker, self.activity)
 
     # ---- sessions --------------------------------------------------------------------------
     def start_session(self, source: FrameSource) -> VideoSession:
@@ -105,8 +105,24 @@ class VideoPredictor:
         return VideoSession(source=source, store=HeavyStateStore(s.max_resident_frames, s.spill_dir, s.max_spill_bytes))
 
     def close_session(self, session: VideoSession) -> None:
+        self.prewarmer.forget(session.source.key)
         self.conditioned.drop_session(session.session_id)
         session.close()
+
+    def prewarm(self, session: VideoSession, frames: Sequence[int] | None = None) -> None:
+        """Encode frames the annotator is likely to click next, in the background, only while no propagation
+        runs (see `prewarm`). Default: the first frames when nothing is prompted yet, else the frames next to
+        the latest prompts that no object has been tracked on."""
+        if frames is None:
+            n = session.num_frames
+            prompted = sorted({f for t in session.objects for f in t.prompted_frames()})
+            if not prompted:
+                frames = range(min(n, 4))
+            else:
+                tracked = set().union(*(t.tracked for t in session.objects))
+                near = [f + d for f in prompted for d in (1, -1, 2, -2, 3, -3)]
+                frames = [f for f in near if 0 <= f < n and f not in tracked]
+        self.prewarmer.request(session.source, frames)
 
     # ---- prompts ---------------------------------------------------------------------------
     def add_points(self, session: VideoSession, frame: int, obj_id: ObjectId, *,
@@ -394,34 +410,6 @@ class VideoPredictor:
         if self.cfg.non_overlap_masks:
             logits = non_overlapping(logits)
         return FrameResult(frame, session.objects.ids, logits)
-
-
-class Activity:
-    """How many propagations are running; background work (prewarm) waits until there are none."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._busy = 0
-
-    @contextmanager
-    def propagating(self):
-        with self._cond:
-            self._busy += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._busy -= 1
-                self._cond.notify_all()
-
-    def wait_idle(self, timeout: float) -> bool:
-        """True once no propagation computes a frame (False after `timeout` s)."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._busy == 0, timeout)
-
-    @property
-    def busy(self) -> bool:
-        return self._busy > 0
 
 
 __all__ = ["VideoPredictor", "EngineSettings", "FrameResult", "PromptError", "SessionBusy", "SpillFull", "PassPlan"]

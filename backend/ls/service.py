@@ -319,6 +319,7 @@ class TrackingService:
             source = taskio.open_media(self.media, tid, shape, refs, pins)
             fps = shape.fps(task.get("data")) if isinstance(shape, VideoShape) else 24.0
             tracker = TaskTracker(tid, shape, predictor.start_session(source), fps=fps)
+            predictor.prewarm(tracker.session)  # the frames clicked first get encoded while nothing else runs
         except BaseException:
             pins.close()
             raise
