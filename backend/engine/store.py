@@ -74,7 +74,7 @@ class HeavyStateStore:
                 lru[frame] = out  # keep it: nothing is lost, the caller sees the error
                 lru.move_to_end(frame, last=False)
                 raise SpillFull(f"this video's tracking memories need more than MAX_SPILL_MB="
-                                f"{self.max_spill_bytes / 2**20:.0f} MB on disk; raise MAX_SPILL_MB "
+                                f"{self.max_spill_bytes / 2**20:.1f} MB on disk; raise MAX_SPILL_MB "
                                 f"(max_spill_bytes) or track fewer objects/frames")
             path = self._path(uid, frame)
             np.savez(path, **arrays)
