@@ -78,14 +78,14 @@ def test_benchmark_runs_and_reports(clips_dir, tmp_path):
     assert report["backends"]["torch"]["phases"]["1obj/repropagate"]["encoder_calls"] == FRAMES - k
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(720)
 def test_attention_benchmark_runs_and_both_forms_agree(tmp_path):
     """benchmarks/attention.py at 128 px: every timed item reports, and the shipped memory attention equals the
     straightforward SDPA form at f32 (the rewrite is exact, only the bf16 rounding differs)."""
     out = tmp_path / "attention.json"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "attention.py"), "--image-size", "128",
                            "--reps", "1", "--objects", "1,2", "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=280)
+                          cwd=ROOT, capture_output=True, text=True, timeout=660)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())
     assert set(r["timings"]) == {"shipped", "sdpa_form", "sdpa_bare", "matmul_peak"}
