@@ -92,8 +92,8 @@ def object_boxes(mask: np.ndarray | None, w: int, h: int, n: int = 3) -> tuple[l
     import cv2
     boxes, why = [], []
     if mask is not None and mask.any():
-        n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-        for rank, i in enumerate(sorted(range(1, n), key=lambda i: -stats[i, cv2.CC_STAT_AREA])):
+        count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        for rank, i in enumerate(sorted(range(1, count), key=lambda i: -stats[i, cv2.CC_STAT_AREA])):
             x, y, cw, ch, area = (int(v) for v in stats[i])
             if len(boxes) < n and (rank == 0 or area >= 0.01 * w * h):
                 boxes.append([float(x), float(y), float(x + cw), float(y + ch)])
