@@ -48,7 +48,7 @@ def scenarios(clips_dir):
         "points_with_negative": ("box", N, "pad", [Points(0, 1, ((0.25, 0.3), (0.4, 0.45)), (1, 0)), Propagate()], {}),
         "two_objects_different_frames": ("cup", N, "pad", [Box(0, 1, A), Points(3, 2, ((0.2, 0.6),), (1,)),
                                                            Propagate()], {}),
-        "backward_from_middle": ("box", N, "pad", [Box(mid, 1, (0.25, 0.2, 0.7, 0.8)),
+        "backward_from_middle": ("box", N, "pad", [Box(mid, 1, (0.15, 0.15, 0.5, 0.6)),
                                                    Propagate(start=mid, reverse=True)], {}),
         "mask_correction_u8_then_forward": ("cup", N, "pad", [
             Box(0, 1, A), Propagate(), Mask(mid, 1, _mask(clips_dir, "cup", mid), u8=True), Propagate(start=mid)], {}),
