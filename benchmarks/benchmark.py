@@ -15,7 +15,7 @@ Each backend runs in its own subprocess, after a warm-up (a box, a mask prompt, 
 the process peak is the kernel's high-water mark. For 1 and for 3 objects, on a fresh session (the
 engine also gets an empty feature cache): "first" = boxes on frame 0 then propagation over all frames;
 "repropagate" = then a mask prompt (the clip's mask) for object 1 on the middle frame k and propagation
-from k. s/frame = propagation time / frames yielded; prompt time (sam2's init_state, which decodes all
+from k (the engine re-tracks object 1 only, as the product does; sam2 re-tracks every object). s/frame = propagation time / frames yielded; prompt time (sam2's init_state, which decodes all
 frames and encodes frame 0, or start_session, plus the prompts) is apart. Encoder calls: image-encoder
 runs in a phase's prompts and propagation.
 
@@ -163,7 +163,8 @@ class TorchDriver:
         with self.torch.inference_mode():
             self.model.add_new_mask(self.state, frame, obj, mask)
 
-    def propagate(self, start: int | None, max_frames: int | None = None) -> dict[int, np.ndarray]:
+    def propagate(self, start: int | None, max_frames: int | None = None, objects=None) -> dict[int, np.ndarray]:
+        """sam2 re-tracks every object (`objects` is the engine's choice only)."""
         with self.torch.inference_mode():
             return timed_frames(((f, (m[:, 0] > 0).numpy()) for f, _, m in self.model.propagate_in_video(
                 self.state, start_frame_idx=start, max_frame_num_to_track=max_frames)), self.frame_times)
@@ -218,9 +219,10 @@ class EngineDriver:
     def mask(self, frame: int, obj: int, mask: np.ndarray) -> None:
         self.engine.add_mask(self.session, frame, obj, mask)
 
-    def propagate(self, start: int | None, max_frames: int | None = None) -> dict[int, np.ndarray]:
+    def propagate(self, start: int | None, max_frames: int | None = None, objects=None) -> dict[int, np.ndarray]:
+        """objects: re-track only these (the engine's answer to a correction); the others keep their results."""
         return timed_frames(((r.frame, r.logits > 0) for r in self.engine.propagate(
-            self.session, start=start, max_frames=max_frames)), self.frame_times)
+            self.session, start=start, max_frames=max_frames, objects=objects)), self.frame_times)
 
     def correction_click(self, frame: int, obj: int, point) -> None:
         self.engine.add_points(self.session, frame, obj, points=[point], labels=[1], clear_old_points=False)
@@ -354,7 +356,8 @@ def run_backend(cfg: dict) -> None:
             if peak:
                 d.graph_calls.clear()
             t1, c1 = time.perf_counter(), time.process_time()
-            res = d.propagate(None if phase == "first" else k)
+            # a correction of object 1: the engine re-tracks object 1 only, sam2 every object
+            res = d.propagate(None, objects=None) if phase == "first" else d.propagate(k, objects=[1])
             t2, cpu = time.perf_counter(), time.process_time() - c1
             ph = out["phases"][name] = {
                 "frames": len(res), "prompt_s": t1 - t0, "propagate_s": t2 - t1,
