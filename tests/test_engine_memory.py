@@ -9,6 +9,7 @@ max_resident_frames, everything else spilled to disk (bytes per frame as expecte
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,7 +58,11 @@ def clip(clips_dir, tmp_path_factory):
 
 def probe(model, frames, spill, leak=False) -> dict:
     cmd = [sys.executable, "-m", "tests.memprobe", str(model), str(frames), str(TOTAL), str(WARMUP), str(spill)]
-    out = subprocess.run(cmd + (["--leak"] if leak else []), cwd=ROOT, capture_output=True, text=True)
+    # glibc's dynamic mmap threshold keeps freed large blocks in the heap, where a leak can reuse them without RSS
+    # growing (seen: the deliberate leak passed a 29-frame window); a fixed threshold returns every freed array of
+    # 64 KB or more to the OS, so RSS follows what is alive
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    out = subprocess.run(cmd + (["--leak"] if leak else []), cwd=ROOT, capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
