@@ -9,8 +9,13 @@ Every variable (units in the name or the comment; defaults in brackets):
 - FEATURE_CACHE_MB [1024]: image features kept in RAM (LRU), shared by all sessions.
 - MAX_SESSIONS [8]: tracked videos kept in memory (LRU); an evicted task is rebuilt from its annotations on demand.
 - DATA_DIR [<tmp>/sam2-ls]: scratch space (older per-frame memories spill to DATA_DIR/spill).
-- PREDICT_TIME_BUDGET_S [20]: how long an interactive /predict propagates before it answers with what it has
+- PREDICT_TIME_BUDGET_S [20]: how long a batch /predict waits for propagation before it answers with what it has
   (LS gives /predict 100 s); the rest goes on in the background and is written into LS as a prediction.
+- Engine (engine-core): INTERACTIVE_WAIT_S [0]: how long an interactive /predict (a click) waits for propagation
+  (at most PREDICT_TIME_BUDGET_S); 0 answers as soon as the clicked frame's masks are ready, with whatever is tracked
+  already, while propagation goes on in the background. DEVICE [CPU]: OpenVINO device (CPU, GPU, NPU, AUTO, or per
+  graph, see backend.engine.runtime). COND_CACHE_MB [128]: memory-conditioned features of recent frames, so a click
+  on a tracked frame skips memory attention. MAX_SPILL_MB [8192]: per-task cap of memories spilled to DATA_DIR/spill.
 - WRITE_INTERVAL_S [15]: how often a running background job writes its growing prediction into LS.
 - JOB_WORKERS [2]: propagation jobs that run at once.
 - BASIC_AUTH_USER / BASIC_AUTH_PASS: when both are set, every route but /health needs HTTP basic auth.
@@ -122,6 +127,11 @@ class Settings:
     cvat: CvatSettings = field(default_factory=CvatSettings)
     limits: Limits = field(default_factory=Limits)
     ray: RaySettings = field(default_factory=lambda: RaySettings())
+    # ---- engine (engine-core) ----
+    interactive_wait_s: float = 0.0
+    device: str = "CPU"
+    conditioned_cache_bytes: int = 128 << 20
+    max_spill_bytes: int = 8 << 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -168,6 +178,10 @@ class Settings:
             cvat=CvatSettings.from_env(env),
             limits=limits,
             ray=RaySettings.from_env(env),
+            interactive_wait_s=_num(env, "INTERACTIVE_WAIT_S", 0.0, minimum=0.0),
+            device=env.get("DEVICE", "CPU").strip() or "CPU",
+            conditioned_cache_bytes=int(_num(env, "COND_CACHE_MB", 128, minimum=0) * (1 << 20)),
+            max_spill_bytes=int(_num(env, "MAX_SPILL_MB", 8192, minimum=0) * (1 << 20)),
         )
 
 

@@ -103,18 +103,21 @@ def rope_cos_sin(attn, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
     return cis.real.float().contiguous(), cis.imag.float().contiguous()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs (x[2i], x[2i+1]) of x [B, heads, r*L, D] by a table of L positions.
+def rotated_linear(lin: nn.Linear, scale: float = 1.0) -> nn.Linear:
+    """A Linear giving [y, rot(y)] for y = lin(x), where rot maps each pair (y[2i], y[2i+1]) to (-y[2i+1], y[2i]).
 
-    Same arithmetic as sam2's complex `apply_rotary_enc`, written with real
-    numbers so it converts; r (how many times the table repeats, i.e. the
-    number of memory frames) stays a dynamic dimension.
+    RoPE is then y * cos + rot(y) * sin with per-channel tables: one matmul and two multiplies instead of
+    split/stack/interleave on every token. The rotated rows are copies (and negations) of lin's rows, so
+    rot(y) holds the same numbers as y. `scale` (a power of two here, so exact) folds the attention scale in.
     """
-    b, heads, n, d = x.shape
-    xr = x.reshape(b, heads, -1, cos.shape[0], d // 2, 2)
-    re, im = xr[..., 0], xr[..., 1]
-    out = torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1)
-    return out.reshape(b, heads, n, d)
+    w, b = lin.weight.detach(), lin.bias.detach()
+    w_rot = torch.stack([-w[1::2], w[0::2]], dim=1).reshape_as(w)
+    b_rot = torch.stack([-b[1::2], b[0::2]], dim=1).reshape_as(b)
+    out = nn.Linear(lin.in_features, 2 * lin.out_features)
+    with torch.no_grad():
+        out.weight.copy_(torch.cat([w, w_rot]) * scale)
+        out.bias.copy_(torch.cat([b, b_rot]) * scale)
+    return out
 
 
 class MemoryAttentionGraph(nn.Module):
@@ -124,6 +127,14 @@ class MemoryAttentionGraph(nn.Module):
     mem/mem_pos: [B, n*hw, 64] spatial memories of n frames and their spatial +
     temporal encodings; ptr/ptr_pos: [B, p, 64] object-pointer tokens (p may be
     0) and their encodings. The frame's own position encoding is a constant.
+
+    Written for the CPU plugin, exactly equal in real arithmetic to sam2's module:
+    - cross-attention values are never projected per key: v_proj is linear and softmax rows sum to 1,
+      so softmax(QK^T) @ (X W^T + b) = (softmax(QK^T) @ X) W^T + b with X = [mem; ptr] (64 channels):
+      the second attention matmul runs over 64 channels instead of 256 (4x fewer FLOPs there);
+    - attention is written as MatMul -> Softmax -> MatMul, which OpenVINO's CPU plugin fuses into one
+      tiled kernel (a snippets "Subgraph") that never holds the whole score matrix in memory;
+    - RoPE is folded into the projections (`rotated_linear`), the 1/sqrt(d) scale into the query weights.
     """
 
     def __init__(self, model):
@@ -133,43 +144,54 @@ class MemoryAttentionGraph(nn.Module):
         pos = model.image_encoder.neck.position_encoding(torch.zeros(1, model.hidden_dim, self.grid, self.grid))
         self.register_buffer("curr_pos", pos.flatten(2).transpose(1, 2).contiguous(), persistent=False)
         cos, sin = rope_cos_sin(self.ma.layers[0].self_attn, self.grid)
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
+        # per-channel tables [hw, D]: channel 2i and 2i+1 share frequency i
+        self.register_buffer("cos", cos.repeat_interleave(2, dim=1).contiguous(), persistent=False)
+        self.register_buffer("sin", sin.repeat_interleave(2, dim=1).contiguous(), persistent=False)
+        self.self_q, self.self_k, self.cross_q, self.cross_k = (nn.ModuleList() for _ in range(4))
+        for layer in self.ma.layers:
+            sa, ca = layer.self_attn, layer.cross_attn_image
+            for attn in (sa, ca):
+                if attn.num_heads != 1:
+                    raise NotImplementedError(f"memory attention with {attn.num_heads} heads: every SAM 2.1 config "
+                                              f"uses 1; extend MemoryAttentionGraph before exporting this model")
+            self.self_q.append(rotated_linear(sa.q_proj, sa.internal_dim ** -0.5))
+            self.self_k.append(rotated_linear(sa.k_proj))
+            self.cross_q.append(rotated_linear(ca.q_proj, ca.internal_dim ** -0.5))
+            self.cross_k.append(rotated_linear(ca.k_proj))
+
+    def _rope(self, lin: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        """RoPE(lin_original(x)) for x [B, r*hw, C]: the table repeats over r (memory frames, dynamic)."""
+        b, n, _ = x.shape
+        y = lin(x)
+        d = y.shape[-1] // 2
+        y = y.reshape(b, -1, self.cos.shape[0], 2 * d)
+        return (y[..., :d] * self.cos + y[..., d:] * self.sin).reshape(b, n, d)
 
     @staticmethod
-    def _heads(x, n):
-        b, t, c = x.shape
-        return x.reshape(b, t, n, c // n).transpose(1, 2)
-
-    @staticmethod
-    def _merge(x):
-        b, n, t, c = x.shape
-        return x.transpose(1, 2).reshape(b, t, n * c)
+    def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(torch.softmax(torch.matmul(q, k.transpose(1, 2)), dim=-1), v)
 
     def forward(self, curr, mem, mem_pos, ptr, ptr_pos):
         ma = self.ma
         qpos = self.curr_pos
         out = curr + 0.1 * qpos if ma.pos_enc_at_input else curr
-        for layer in ma.layers:
+        values = torch.cat([mem, ptr], dim=1)  # [B, n*hw + p, 64], projected after attention
+        for i, layer in enumerate(ma.layers):
             # self-attention, RoPE on queries and keys
             t = layer.norm1(out)
             qk = t + qpos if layer.pos_enc_at_attn else t
             sa = layer.self_attn
-            q = apply_rope(self._heads(sa.q_proj(qk), sa.num_heads), self.cos, self.sin)
-            k = apply_rope(self._heads(sa.k_proj(qk), sa.num_heads), self.cos, self.sin)
-            v = self._heads(sa.v_proj(t), sa.num_heads)
-            out = out + sa.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
+            att = self._attend(self._rope(self.self_q[i], qk), self._rope(self.self_k[i], qk), sa.v_proj(t))
+            out = out + sa.out_proj(att)
             # cross-attention to memories; RoPE on queries and spatial keys, not on pointer tokens
             t = layer.norm2(out)
             ca = layer.cross_attn_image
             q_in = t + qpos if layer.pos_enc_at_cross_attn_queries else t
             km = mem + mem_pos if layer.pos_enc_at_cross_attn_keys else mem
             kp = ptr + ptr_pos if layer.pos_enc_at_cross_attn_keys else ptr
-            q = apply_rope(self._heads(ca.q_proj(q_in), ca.num_heads), self.cos, self.sin)
-            k = torch.cat([apply_rope(self._heads(ca.k_proj(km), ca.num_heads), self.cos, self.sin),
-                           self._heads(ca.k_proj(kp), ca.num_heads)], dim=2)
-            v = torch.cat([self._heads(ca.v_proj(mem), ca.num_heads), self._heads(ca.v_proj(ptr), ca.num_heads)], dim=2)
-            out = out + ca.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
+            k = torch.cat([self._rope(self.cross_k[i], km), ca.k_proj(kp)], dim=1)
+            att = self._attend(self._rope(self.cross_q[i], q_in), k, values)
+            out = out + ca.out_proj(ca.v_proj(att))
             # feed-forward
             t = layer.norm3(out)
             out = out + layer.linear2(layer.activation(layer.linear1(t)))

@@ -71,7 +71,7 @@ def app(media, model_128_f32, tmp_path_factory):
     root, _ = media
     env = {"MODEL_DIR": str(model_128_f32), "LOCAL_FILES_DOCUMENT_ROOT": str(root), "PRECISION": "f32",
            "MEDIA_CACHE_DIR": str(tmp_path_factory.mktemp("cache")), "DATA_DIR": str(tmp_path_factory.mktemp("d")),
-           "PREDICT_TIME_BUDGET_S": "90", "BASIC_AUTH_USER": "ls", "BASIC_AUTH_PASS": "secret",
+           "PREDICT_TIME_BUDGET_S": "90", "INTERACTIVE_WAIT_S": "90", "BASIC_AUTH_USER": "ls", "BASIC_AUTH_PASS": "secret",
            "ALLOWED_MEDIA_HOSTS": "media.example.org"}
     app = create_app(Settings.from_env(env))
     kit.wait_ready(app.test_client())

@@ -115,19 +115,20 @@ class VideoFileSource:
     The frame count is the number of decodable frames, found cheaply (`count_frames`): the container's count when
     its last frame decodes and the one after it does not, else by decoding (bounded by `max_frames`), cached per
     file. Sequential reads cost one decode each, and a backward or far jump re-seeks and decodes a chunk forward
-    into a small LRU so reverse propagation stays cheap.
+    into a small LRU so reverse propagation stays cheap. The LRU of decoded frames is capped in bytes
+    (`cache_bytes`, default 256 MB: 32 frames of 1080p, 10 of 4K); a chunk never holds more frames than fit.
     """
 
-    def __init__(self, path: str | Path, *, cache_frames: int = 32, chunk: int = 16, max_pixels: int | None = None,
-                 max_frames: int | None = None):
+    def __init__(self, path: str | Path, *, cache_bytes: int = 256 << 20, chunk: int = 16,
+                 cache_frames: int | None = None, max_pixels: int | None = None, max_frames: int | None = None):
         import cv2
 
         self._cv2 = cv2
         self.path = Path(path)
         self._lock = threading.Lock()
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._cache_frames = max(cache_frames, chunk)
-        self._chunk = chunk
+        self._cache_bytes = int(cache_bytes)
+        self.cached_bytes = 0
         self._cap = cv2.VideoCapture(str(self.path))
         if not self._cap.isOpened():
             raise FrameError(f"{self.path.name} cannot be opened as a video (corrupt or unsupported format)")
@@ -145,6 +146,10 @@ class VideoFileSource:
         self._cap.release()  # counting moved the decoder; start again from frame 0
         self._cap = cv2.VideoCapture(str(self.path))
         self._pos = 0  # decoder position (next frame it would return)
+        frame_bytes = self.width * self.height * 3
+        if cache_frames is not None:  # older callers: a cap in frames becomes that many frames' bytes
+            self._cache_bytes = max(cache_frames, chunk) * frame_bytes
+        self._chunk = max(1, min(chunk, self._cache_bytes // frame_bytes))  # a chunk must fit in the cache
 
     def _seek(self, index: int) -> None:
         cv2 = self._cv2
@@ -166,10 +171,14 @@ class VideoFileSource:
         return self._cv2.cvtColor(bgr, self._cv2.COLOR_BGR2RGB)
 
     def _remember(self, index: int, rgb: np.ndarray) -> None:
+        old = self._cache.pop(index, None)
+        if old is not None:
+            self.cached_bytes -= old.nbytes
         self._cache[index] = rgb
-        self._cache.move_to_end(index)
-        while len(self._cache) > self._cache_frames:
-            self._cache.popitem(last=False)
+        self.cached_bytes += rgb.nbytes
+        while self.cached_bytes > self._cache_bytes and len(self._cache) > 1:
+            _, dropped = self._cache.popitem(last=False)
+            self.cached_bytes -= dropped.nbytes
 
     def read(self, index: int) -> np.ndarray:
         check_index(index, self.num_frames)
@@ -180,15 +189,18 @@ class VideoFileSource:
             if not (self._pos <= index < self._pos + self._chunk):
                 # backward or far jump: decode a chunk ending at `index` so the next frames back are cached too
                 self._seek(max(0, index - self._chunk + 1) if index < self._pos else index)
+            frame = None
             while self._pos <= index:
                 i = self._pos
-                self._remember(i, self._decode_next())
-            return self._cache[index]
+                frame = self._decode_next()
+                self._remember(i, frame)
+            return frame
 
     def close(self) -> None:
         with self._lock:
             self._cap.release()
             self._cache.clear()
+            self.cached_bytes = 0
 
 
 _COUNTS: OrderedDict[str, tuple[int, bool]] = OrderedDict()  # file key -> (frames, trusted), LRU last
@@ -247,16 +259,34 @@ def _count(cap, path: Path, *, key: str | None = None, max_frames: int | None = 
     return n, trusted
 
 
-def open_source(path_or_paths: str | Path | Sequence[str | Path]) -> FrameSource:
-    """A video file path, a folder of images (sorted by name) or a list of image paths."""
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def frame_order(names: Sequence[str]) -> list[str]:
+    """File names of a frame folder in frame order: by integer stem (0, 1, 2, 10), as sam2 orders a
+    folder of frames; when some stem is not an integer, by name with digit runs compared as numbers."""
+    import re
+
+    stems = [Path(n).stem for n in names]
+    if all(s.isdigit() for s in stems):
+        return [n for _, n in sorted(zip((int(s) for s in stems), names))]
+    def natural(n: str):
+        return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", n)]
+    return sorted(names, key=natural)
+
+
+def open_source(path_or_paths: str | Path | Sequence[str | Path], *, cache_bytes: int = 256 << 20) -> FrameSource:
+    """A video file path, a folder of images (ordered by `frame_order`) or a list of image paths (in list order).
+
+    cache_bytes caps a video file's decoded-frame cache."""
     if isinstance(path_or_paths, (str, Path)):
         p = Path(path_or_paths)
         if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".bmp"))
-            return ImageSequenceSource(files)
+            names = frame_order([f.name for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES])
+            return ImageSequenceSource([p / n for n in names])
         if not p.is_file():
             raise FrameError(f"{p.name} does not exist")
-        return VideoFileSource(p)
+        return VideoFileSource(p, cache_bytes=cache_bytes)
     return ImageSequenceSource(list(path_or_paths))
 
 

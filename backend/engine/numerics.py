@@ -77,3 +77,13 @@ def fill_holes(logits: np.ndarray, max_area: int) -> np.ndarray:
     out = logits.copy()
     out[np.isin(labels, small)] = 0.1
     return out
+
+
+def non_overlapping(logits: np.ndarray) -> np.ndarray:
+    """sam2's `_apply_non_overlapping_constraints` on [N, H, W] logits: where an object is not the highest-scoring
+    one, its logit is clamped to at most -10 (so masks of different objects never overlap)."""
+    if logits.shape[0] <= 1:
+        return logits
+    best = np.argmax(logits, axis=0)
+    keep = best[None] == np.arange(logits.shape[0])[:, None, None]
+    return np.where(keep, logits, np.minimum(logits, np.float32(-10.0))).astype(np.float32)

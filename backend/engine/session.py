@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,6 +45,9 @@ class VideoSession:
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     last_used: float = field(default_factory=time.monotonic)
+    # memory-attention runs per object id (cache hits and untouched objects do not count): what tests and
+    # metrics use to check that only the objects that changed were re-tracked
+    attention_calls: Counter = field(default_factory=Counter)
 
     @property
     def num_frames(self) -> int:

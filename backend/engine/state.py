@@ -5,12 +5,14 @@ dataclasses. Frame indices are 0-based; point coordinates are video pixels.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Hashable, Iterator
 
 import numpy as np
 
 ObjectId = Hashable
+_serials = itertools.count(1)
 
 
 @dataclass
@@ -45,6 +47,8 @@ class FrameOutput:
     maskmem: spatial memory [mem_dim, S/16, S/16] as bfloat16 bits (uint16), None until encoded
              (prompted frames are encoded when propagation starts) or when evicted.
     obj_ptr: object pointer [hidden] float32; object_score: the object-presence logit.
+    serial: a process-unique number of this computed output (filling in its maskmem, spilling and
+    reloading keep it): what caches of results derived from this output are keyed by.
     """
 
     pred_logits: np.ndarray | None
@@ -52,6 +56,7 @@ class FrameOutput:
     obj_ptr: np.ndarray
     object_score: float
     spilled: bool = False
+    serial: int = field(default_factory=lambda: next(_serials))
 
     @property
     def heavy_nbytes(self) -> int:
@@ -67,6 +72,8 @@ class ObjectTrack:
     temp_cond / temp_non_cond: outputs of prompts added since the last propagation; they are
     memory-encoded and moved into cond / non_cond when propagation starts.
     tracked: frames this object has been tracked on -> whether that was in reverse.
+    stale_fwd / stale_rev: the object must be re-tracked forward from stale_fwd (backward from stale_rev)
+    because its prompts changed there since it was last tracked over that frame (None: up to date).
     """
 
     obj_id: ObjectId
@@ -78,6 +85,8 @@ class ObjectTrack:
     temp_cond: dict[int, FrameOutput] = field(default_factory=dict)
     temp_non_cond: dict[int, FrameOutput] = field(default_factory=dict)
     tracked: dict[int, bool] = field(default_factory=dict)
+    stale_fwd: int | None = None
+    stale_rev: int | None = None
 
     def latest_output(self, frame: int) -> FrameOutput | None:
         """The most recent output on `frame`: pending prompt output first, then stored ones."""

@@ -90,6 +90,7 @@ def build_entry(task: Mapping, shape: TaskShape, key: str, refs: list[str], *, m
                                status=503) from None
         fps = shape.fps(task.get("data")) if isinstance(shape, VideoShape) else 24.0
         tracker = TaskTracker(tid, shape, session, fps=fps)
+        predictor.prewarm(tracker.session)  # the frames clicked first get encoded while nothing else runs
     except BaseException:
         pins.close()
         raise

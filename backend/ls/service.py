@@ -175,8 +175,8 @@ class TrackingService:
         with self.task_locks.hold(tid):
             entry = self._entry(task, shape)
             job, _ = self._apply(entry, context, interactive=True)
-        if job is not None:
-            job.wait(max(0.0, deadline - time.monotonic()))
+        if job is not None:  # the clicked frame is ready now (sync); by default the click does not wait for more
+            job.wait(max(0.0, min(deadline - time.monotonic(), self.settings.interactive_wait_s)))
         self.sessions.touch(tid)
         return self._prediction(entry.tracker)
 
@@ -290,7 +290,7 @@ class TrackingService:
         def fix_stage(k: int):
             def run() -> list[Pass]:
                 start = tracker.sync(predictor, upto=k)
-                return [Pass(start)] if start is not None else []
+                return tracker.passes(start) if start is not None else []
             return run
         total = tracker.num_frames + sum(tracker.num_frames - k for k in fixes)
         return self.jobs.start_stages(tracker, [prompts_stage] + [fix_stage(k) for k in fixes], self._write, total)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backend.engine import FrameResult, VideoPredictor, VideoSession
+from backend.engine.retrack import pending_passes
 from backend.ls import geometry as geo
 from backend.ls.geometry import Box
 from backend.ls.labelconfig import FramesShape, TaskShape, VideoShape
@@ -145,18 +146,12 @@ class TaskTracker:
             self.version += 1
             return changes[0][1]
 
-    def passes(self, start: int) -> list[Pass]:
-        """Forward from `start`; then backward from the first prompt of any object whose earlier frames were never
-        tracked (so frames before a correction keep their masks)."""
+    def passes(self, start: int | None = None) -> list[Pass]:
+        """What the engine says is left to track after the prompt changes (see `backend.engine.retrack`): only the
+        objects that changed, forward from a correction, both ways from a new object's first prompt, so frames
+        before a correction and every other object keep their masks. `start` is kept for callers; unused."""
         with self.lock:
-            plan = [Pass(start)]
-            firsts = {}
-            for obj, frame in self.applied:
-                firsts[obj] = min(frame, firsts.get(obj, frame))
-            back = [f for obj, f in firsts.items() if f > 0 and not set(range(f)) <= self.tracked_frames(obj)]
-            if back:
-                plan.append(Pass(min(back), reverse=True))
-            return plan
+            return [Pass(p.start, p.reverse, p.objects) for p in pending_passes(list(self.session.objects))]
 
     def frames_in(self, plan: list[Pass]) -> int:
         """How many frame steps `plan` runs (for progress reports)."""

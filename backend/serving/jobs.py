@@ -32,6 +32,7 @@ class Pass:
 
     start: int
     reverse: bool = False
+    objects: tuple | None = None  # the objects to (re)track; None: all (the engine's `propagate(objects=)`)
 
 
 class TaskTracker(Protocol):
@@ -161,7 +162,7 @@ class JobManager:
                 plan = stage()
                 job.version = tracker.version
                 for p in plan:
-                    gen = predictor.propagate(tracker.session, start=p.start, reverse=p.reverse)
+                    gen = predictor.propagate(tracker.session, start=p.start, reverse=p.reverse, objects=p.objects)
                     try:
                         for result in gen:
                             tracker.record(result)

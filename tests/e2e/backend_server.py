@@ -58,7 +58,7 @@ def start_backend(model_dir: Path, work: Path, *, ls_url: str, token: str, media
            "MODEL_DIR": str(model_dir), "LABEL_STUDIO_URL": ls_url, "LABEL_STUDIO_API_KEY": token,
            "BASIC_AUTH_USER": AUTH[0], "BASIC_AUTH_PASS": AUTH[1], "LOCAL_FILES_DOCUMENT_ROOT": str(media_root),
            "MEDIA_CACHE_DIR": str(work / "media-cache"), "DATA_DIR": str(work / "data"),
-           "PREDICT_TIME_BUDGET_S": "60", "WRITE_INTERVAL_S": "1", "LOG_LEVEL": "INFO",
+           "PREDICT_TIME_BUDGET_S": "60", "INTERACTIVE_WAIT_S": "60", "WRITE_INTERVAL_S": "1", "LOG_LEVEL": "INFO",
            "HEALTH_PORT": str(free_port()),  # entrypoint's default 9091 would collide between test backends
            **(extra_env or {})}
     health_port = int(env["HEALTH_PORT"]) or None
