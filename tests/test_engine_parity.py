@@ -141,6 +141,30 @@ def _compared(ref: dict, got: dict):
                 yield step, frame, obj, ref[step][frame][obj], got[step][frame][obj]
 
 
+def _untie(ref: dict, got: dict) -> tuple[dict, dict]:
+    """Non-overlapping outputs keep, per pixel, only the highest-scoring object's logit (the others are clamped to
+    at most -10). Where two objects' logits are equal within float noise (random weights make objects' masks
+    converge), the winner is decided by that noise, so sam2 and the engine may pick different winners. Such pixels
+    are compared by the winner's logit alone (it must agree within the tolerance: a real tie); every other pixel is
+    compared for every object as usual, so an engine that does not clamp, or clamps the wrong object, still fails."""
+    ref_out, got_out = {}, {}
+    for step in ref:
+        ref_out[step], got_out[step] = {}, {}
+        for frame, r in ref[step].items():
+            g = got[step][frame]
+            if r.shape != g.shape or r.shape[0] < 2:
+                ref_out[step][frame], got_out[step][frame] = r, g
+                continue
+            flipped = np.argmax(r, axis=0) != np.argmax(g, axis=0)
+            scale = max(float(np.abs(r).max()), 1e-6)
+            tie_gap = np.abs(r.max(axis=0).astype(np.float64) - g.max(axis=0)) / scale
+            assert (tie_gap[flipped] <= TOL["f32"]).all(), \
+                f"step {step} frame {frame}: a different object wins where the logits are not tied"
+            g = np.where(flipped[None], r, g)  # tied pixels: checked above by the winner's logit
+            ref_out[step][frame], got_out[step][frame] = r, g
+    return ref_out, got_out
+
+
 def assert_informative(name: str, steps: list, ref: dict, contrast: dict) -> None:
     """The scenario can fail: a contrast (mirrored prompts, or the other object where there are two) gives
     different masks where prompted and clearly different logits on every compared frame and object."""
@@ -179,6 +203,8 @@ def test_engine_matches_sam2_f32(name, clips_dir, oracle, engines, frame_dirs):
     assert_informative(name, steps, ref, oracle(key, clip, n, naming, tuple(mirrored(steps))))
     got = EngineRunner(engines("f32", key), frame_dirs(clip, n, naming)).run(steps)
     worst = (0.0, None)
+    if settings.get("non_overlap_masks"):
+        ref, got = _untie(ref, got)
     for step, frame, obj, r, g in _compared(ref, got):
         err = logit_error(r, g)
         worst = max(worst, (err, (step, frame, obj)), key=lambda w: w[0])
