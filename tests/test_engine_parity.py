@@ -74,7 +74,7 @@ def scenarios(clips_dir):
             Box(0, 1, A2), Propagate(), Points(3, 1, NEG, (0,)), Propagate(start=3)], {}),
         "non_overlap_masks": ("cup", N, "pad", [Box(0, 1, A), Box(0, 2, (0.2, 0.2, 0.5, 0.6)), Propagate()],
                               {"non_overlap_masks": True}),
-        "integer_stem_folder": ("box", 12, "int", [Box(0, 1, A), Propagate()], {}),
+        "integer_stem_folder": ("box", 12, "int", [Box(0, 1, A2), Propagate()], {}),
     }
 
 

@@ -192,10 +192,14 @@ def test_evictions_keep_two_sessions_per_replica_and_rebuild_on_demand(label_stu
     _, ml, tasks, size = project
     for t in tasks[3:7]:  # 7 tasks in all onto 2 replicas x MAX_SESSIONS=2
         assert _masks(api.interactive(ml, t, [_box(size)])["data"]["result"])
-    metrics = front.get("/metrics").text
-    sessions = {m.group(1): float(m.group(2))
-                for m in re.finditer(r'sam2_replica_sessions{replica="([^"]+)"} (\S+)', metrics)}
     live = {a["replica"] for a in ray_cluster.replica_actors()}
+
+    def scrape():  # a replica that replaced a killed one reports its gauges a moment after it starts
+        text = front.get("/metrics").text
+        found = {m.group(1): float(m.group(2))
+                 for m in re.finditer(r'sam2_replica_sessions{replica="([^"]+)"} (\S+)', text)}
+        return (text, found) if live <= set(found) else None
+    metrics, sessions = _wait(scrape, 60, "every live replica's session gauge", step=1)
     assert all(sessions[r] <= 2 for r in live), sessions
     evictions = sum(float(m.group(1)) for m in re.finditer(r'sam2_replica_evictions{replica="[^"]+"} (\S+)', metrics))
     assert evictions >= 1
