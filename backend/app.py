@@ -38,6 +38,7 @@ _OPEN_ROUTES = {"health"}  # reachable without basic auth (Docker HEALTHCHECK, l
 # not trusted (the service re-reads the task and annotation from LS with its own token, rate-limited, and answers
 # every such call the same). With basic auth unset, webhooks are trusted only with the WEBHOOK_SECRET header.
 _UNTRUSTED_OK = {"webhook"}
+CANCEL_WAIT_S = 10.0  # POST /jobs/<task>/cancel waits this long for the job to stop before answering its status
 
 
 def _credentials_match(header: str | None, expected: bytes) -> bool:
@@ -213,7 +214,9 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
 
     @app.post("/jobs/<int:task_id>/cancel")
     def cancel_job(task_id: int):
-        service.jobs.cancel(task_id)  # in Ray mode: on the task's replica
+        job = service.jobs.cancel(task_id)  # in Ray mode: on the task's replica (which waits there)
+        if hasattr(job, "wait"):  # in process: let the frame in flight finish (cancel itself never waits; no lock held)
+            job.wait(CANCEL_WAIT_S)
         status = service.job_status(task_id)
         if status is None:
             return _error(404, f"no propagation job for task {task_id} since this backend started")

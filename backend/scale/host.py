@@ -11,8 +11,8 @@ writes predictions into Label Studio itself, exactly as the single-process backe
 - `stats()`: sessions, running and queued jobs, requests in flight, for metrics and for every answer.
 - replica id in job status, so `GET /jobs/<task>` shows where a task lives.
 
-The service's own LRU is left at twice `MAX_SESSIONS` as a backstop only: its eviction cancels a job under the
-service lock, which is what the evictor here avoids.
+The service's own LRU is left at twice `MAX_SESSIONS` as a backstop only; both evict the same way
+(`TrackingService.drop`: the job is cancelled without waiting and the session closes once the job has left it).
 """
 from __future__ import annotations
 
@@ -90,14 +90,11 @@ class SessionHost:
     def _close(self, handle: TaskHandle) -> None:
         tid, service = handle.task_id, self.service
         try:
-            job = service.jobs.cancel(tid)  # never waits; wait here, holding no lock of anyone's
-            if job is not None:
-                job.wait(30.0)
             with self._lock:
                 if self._generation.get(tid) != handle.generation:
                     return  # reopened since: the newer handle owns the session
                 self._generation.pop(tid, None)
-            service.drop(tid)  # the session store closes it outside its lock, once no request holds the task
+            service.drop(tid)  # cancels its job without waiting; the engine session closes once the job left it
             self.evictions += 1
             logger.info("replica %s: task %s evicted", self.replica_id, tid)
         except Exception:
@@ -131,7 +128,9 @@ class SessionHost:
         return dict(status, replica=self.replica_id) if status is not None else None
 
     def cancel(self, task_id: int) -> dict | None:
-        self.call(lambda: self.service.jobs.cancel(task_id))
+        job = self.call(lambda: self.service.jobs.cancel(task_id))  # never waits
+        if job is not None:
+            job.wait(10.0)  # the frame in flight finishes, holding no lock; then the status says "cancelled"
         return self.job_status(task_id)
 
     # ---- observation --------------------------------------------------------------------------

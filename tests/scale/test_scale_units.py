@@ -4,6 +4,7 @@ no replica answered, whose-fault errors kept, per-replica metrics)."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from types import SimpleNamespace
 
@@ -51,7 +52,8 @@ class _FakeService:
         self.model = SimpleNamespace(state="loading", name="m", version="v", error=None, manifest={})
         self.media = SimpleNamespace(cache=SimpleNamespace(nbytes=0))
 
-    def drop(self, tid):
+    def drop(self, tid):  # like TrackingService.drop: cancels the task's job; here slow, to hold the evictor
+        self.jobs.cancel(tid).wait(30)
         self.dropped.append(tid)
 
     def active_sessions(self):
@@ -90,9 +92,12 @@ def test_evicting_a_task_returns_at_once_and_other_tasks_are_served_meanwhile():
 
 def test_a_task_reopened_before_its_eviction_ran_keeps_its_session():
     host = _host(cancel_s=0.5)
+    gate = threading.Event()
+    host._evictor.submit(gate.wait, 5)  # the evictor is still busy with an earlier task
     old = host.open(7)
     old.__del__()
-    new = host.open(7)  # the next request for task 7 came back to this replica while the evictor was cancelling
+    new = host.open(7)  # the next request for task 7 came back to this replica before the evictor reached it
+    gate.set()
     time.sleep(1.0)
     assert host.service.dropped == [] and 7 in host.stats()["tasks"]
     del new
