@@ -88,6 +88,7 @@ def stack(ci, shared_dir, clips_dir):
         f"LABEL_STUDIO_PASSWORD={secrets.token_hex(16)}", f"LABEL_STUDIO_USER_TOKEN={token}",
         f"LABEL_STUDIO_HOST_PORT={ls_port}", f"SAM2_BACKEND_HOST_PORT={backend_port}", f"LS_FILES_DIR={files}",
         f"BASIC_AUTH_USER={AUTH[0]}", f"BASIC_AUTH_PASS={AUTH[1]}", "PREDICT_TIME_BUDGET_S=60",
+        "INTERACTIVE_WAIT_S=60",
         "WRITE_INTERVAL_S=1", "MODEL_SOURCE=local", ""]))
     s = Stack(ci, env_file, files, ls_port, backend_port, token)
     t0 = time.monotonic()

@@ -34,7 +34,8 @@ class Container:
             "-p", f"127.0.0.1:{self.port}:9090", "--read-only", "-v", f"{self.volume}:/data",
             "-v", f"{self.media}:/media:ro", "-e", "LOCAL_FILES_DOCUMENT_ROOT=/media",
             "-e", f"BASIC_AUTH_USER={AUTH[0]}", "-e", f"BASIC_AUTH_PASS={AUTH[1]}",
-            "-e", "PREDICT_TIME_BUDGET_S=90", self.image)
+            "-e", "PREDICT_TIME_BUDGET_S=90",
+            "-e", "INTERACTIVE_WAIT_S=90", self.image)  # the click waits for every frame (tests the whole clip)
         wait_for(lambda: health_up(self.url), 180, f"{self.name} /health UP", on_timeout=self.logs)
         return time.monotonic() - t0
 
