@@ -194,6 +194,27 @@ def perceive(p, x, pos):
     return torch.cat(out, dim=1)
 
 
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs (x[2i], x[2i+1]) of x [B, heads, r*L, D] by a table of L positions (sam2's complex
+    `apply_rotary_enc` in real numbers, so it converts; r, the number of memory frames, stays dynamic)."""
+    b, h, n, d = x.shape
+    xr = x.reshape(b, h, -1, cos.shape[0], d // 2, 2)
+    re, im = xr[..., 0], xr[..., 1]
+    return torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).reshape(b, h, n, d)
+
+
+def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
+    """[B, T, C] -> [B, n, T, C/n]."""
+    b, t, c = x.shape
+    return x.reshape(b, t, n, c // n).transpose(1, 2)
+
+
+def _merge(x: torch.Tensor) -> torch.Tensor:
+    """[B, n, T, c] -> [B, T, n*c]."""
+    b, n, t, c = x.shape
+    return x.transpose(1, 2).reshape(b, t, n * c)
+
+
 class MemoryAttentionGraph(nn.Module):
     """EdgeTAM's MemoryAttention with real-valued RoPE; spatial memories are token sets.
 
@@ -227,11 +248,11 @@ class MemoryAttentionGraph(nn.Module):
         """Rotate the grid tokens of every frame in k [B, heads, n*T, D]; global latents stay as they are."""
         b, h, nt, d = k.shape
         k5 = k.reshape(b, h, -1, self.tokens, d)
-        rot = graphs.apply_rope(k5[:, :, :, self.plain:].reshape(b, h, -1, d), self.cos_k, self.sin_k)
+        rot = apply_rope(k5[:, :, :, self.plain:].reshape(b, h, -1, d), self.cos_k, self.sin_k)
         return torch.cat([k5[:, :, :, :self.plain], rot.reshape(b, h, -1, self.tokens - self.plain, d)], dim=3).reshape(b, h, nt, d)
 
     def forward(self, curr, mem, mem_pos, ptr, ptr_pos):
-        heads, merge = graphs.MemoryAttentionGraph._heads, graphs.MemoryAttentionGraph._merge
+        heads, merge = _heads, _merge
         sdpa = torch.nn.functional.scaled_dot_product_attention
         ma, qpos = self.ma, self.curr_pos
         out = curr + 0.1 * qpos if ma.pos_enc_at_input else curr
@@ -239,8 +260,8 @@ class MemoryAttentionGraph(nn.Module):
             t = layer.norm1(out)
             qk = t + qpos if layer.pos_enc_at_attn else t
             sa = layer.self_attn
-            q = graphs.apply_rope(heads(sa.q_proj(qk), sa.num_heads), self.cos, self.sin)
-            k = graphs.apply_rope(heads(sa.k_proj(qk), sa.num_heads), self.cos, self.sin)
+            q = apply_rope(heads(sa.q_proj(qk), sa.num_heads), self.cos, self.sin)
+            k = apply_rope(heads(sa.k_proj(qk), sa.num_heads), self.cos, self.sin)
             v = heads(sa.v_proj(t), sa.num_heads)
             out = out + sa.out_proj(merge(sdpa(q, k, v)))
             t = layer.norm2(out)
@@ -248,7 +269,7 @@ class MemoryAttentionGraph(nn.Module):
             q_in = t + qpos if layer.pos_enc_at_cross_attn_queries else t
             km = mem + mem_pos if layer.pos_enc_at_cross_attn_keys else mem
             kp = ptr + ptr_pos if layer.pos_enc_at_cross_attn_keys else ptr
-            q = graphs.apply_rope(heads(ca.q_proj(q_in), ca.num_heads), self.cos_q, self.sin_q)
+            q = apply_rope(heads(ca.q_proj(q_in), ca.num_heads), self.cos_q, self.sin_q)
             k = torch.cat([self._rope_memory_keys(heads(ca.k_proj(km), ca.num_heads)),
                            heads(ca.k_proj(kp), ca.num_heads)], dim=2)
             v = torch.cat([heads(ca.v_proj(mem), ca.num_heads), heads(ca.v_proj(ptr), ca.num_heads)], dim=2)

@@ -45,7 +45,7 @@ class FakeEngine:
         for _ in range(frames):
             self.gate(task).release()
 
-    def propagate(self, session, *, start: int, reverse: bool = False):
+    def propagate(self, session, *, start: int, reverse: bool = False, objects=None):  # as VideoPredictor
         task = session.task
         with self.lock:
             self.calls.append((task, start, reverse))

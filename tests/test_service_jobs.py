@@ -25,7 +25,7 @@ class _Predictor:
     def __init__(self, frame_s=0.0, gate: threading.Event | None = None):
         self.frame_s, self.gate = frame_s, gate
 
-    def propagate(self, session, start, reverse=False):
+    def propagate(self, session, start, reverse=False, objects=None):  # as VideoPredictor
         for f in range(start, session.num_frames):
             if self.gate is not None:
                 self.gate.wait(30)
