@@ -138,7 +138,7 @@ def test_healthcheck_reaches_healthy(ci, first):
 
 
 def test_docker_stop_is_clean_and_a_restart_on_the_volume_serves_at_once(ci, first, env):
-    cache_before = first.exec("sh", "-c", "cd /data/ov-cache && ls -l --time-style=+%s | sort")
+    cache_before = first.exec("sh", "-c", "cd /data/ov-cache && ls -l --time-style=+%s | grep -v '^total' | sort")
     t0 = time.monotonic()
     ci.docker_run("stop", "-t", str(STOP_GRACE_S), first.name)
     stop_s = time.monotonic() - t0
@@ -157,7 +157,9 @@ def test_docker_stop_is_clean_and_a_restart_on_the_volume_serves_at_once(ci, fir
         assert len(compile_s) == 2, compile_s
         ci.figure("runtime_compile_first_s", compile_s[0])
         ci.figure("runtime_compile_cached_s", compile_s[1])
-        cache_after = second.exec("sh", "-c", "cd /data/ov-cache && ls -l --time-style=+%s | sort")
+        cache_after = second.exec("sh", "-c", "cd /data/ov-cache && ls -l --time-style=+%s | grep -v '^total' | sort")
+        # the blobs (names, sizes, mtimes) must be the ones the first container wrote; `ls`'s "total" line counts
+        # disk blocks, which the filesystem may settle after the first container closed its files
         assert cache_after == cache_before, "the restart recompiled instead of reading the cache"
         resp = requests.post(second.url + "/predict", auth=AUTH, timeout=120, json={
             "tasks": [kit.frames_task(8, "cup", 2)], "label_config": kit.FRAMES_CONFIG, "project": "1.1700000000",
