@@ -96,10 +96,6 @@ class MemoryInputs:
     ptr: np.ndarray
     ptr_pos: np.ndarray
 
-    @property
-    def signature(self) -> tuple[int, int]:
-        return self.mem.shape[0], self.ptr.shape[0]
-
 
 def pointer_pos_enc(distances: Sequence[int], max_ptrs: int, cfg: TrackerConfig, constants: dict) -> np.ndarray:
     """Temporal encoding of object pointers [P, mem_dim] (before splitting pointers into tokens)."""
