@@ -20,7 +20,7 @@ Modes, each on a fresh task: `idle` cancels the task's propagation after each an
 clicks meet an idle engine; `busy` leaves propagation running and clicks every --pace seconds, as an annotator does
 while the track grows (the click then shares the CPU with it).
 Also recorded per click: the backend's and LS's CPU seconds (their process groups, from /proc), how many results and
-frames the answer carried. Prints p50/p95 per mode and kind; one JSON per run (benchmarks/results/ unless --json).
+frames the answer carried and its size in bytes (it grows with the track: every tracked frame of every object). Prints p50/p95 per mode and kind; one JSON per run (benchmarks/results/ unless --json).
 The machine may be shared: say so with the figures.
 """
 from __future__ import annotations
@@ -156,7 +156,7 @@ def run_mode(api: ls_server.LSApi, ml: int, task: int, size: tuple[int, int], nu
         if resp.status_code != 200 or not isinstance(result, list):
             raise RuntimeError(f"{kind} click on frame {frame} ({mode}) -> HTTP {resp.status_code}: {resp.text[:500]}")
         brush = [r for r in result if r.get("type") == "brushlabels"]
-        rec.update(results=len(result), brush_results=len(brush),
+        rec.update(results=len(result), brush_results=len(brush), answer_bytes=len(resp.content),
                    frames_in_answer=len({r.get("item_index") for r in brush}),
                    clicked_point_echoed=any(r.get("id") == points[-1]["id"] for r in result))
         prompted.append(frame)

@@ -34,7 +34,7 @@ def test_click_latency_benchmark_runs_and_reports(clips_dir, tmp_path):
     for r in records:
         assert r["status"] == 200 and r["ms"] > 0 and r["results"] >= 1
         assert r["clicked_point_echoed"], r  # the backend answered this very click (it echoes the keypoint)
-        assert r["backend_cpu_ms"] >= 0
+        assert r["backend_cpu_ms"] >= 0 and r["answer_bytes"] > 0
     # the unseen click was on a frame no earlier click or prewarm touched; the embedded one on the frame just clicked
     first, unseen, embedded = records
     assert unseen["frame"] >= 4 and unseen["frame"] != first["frame"] and embedded["frame"] == unseen["frame"]
