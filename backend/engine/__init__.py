@@ -7,7 +7,9 @@ Importing this package loads nothing heavy; `VideoPredictor(...)` compiles the g
 from .frames import FrameError, ImageSequenceSource, VideoFileSource, open_source
 from .model import ModelBundle, ModelError
 from .predictor import EngineSettings, VideoPredictor
+from .runtime import Aborted
 from .session import FrameResult, PromptError, SessionBusy, VideoSession
 
 __all__ = ["VideoPredictor", "EngineSettings", "open_source", "ImageSequenceSource", "VideoFileSource",
-           "FrameResult", "VideoSession", "PromptError", "SessionBusy", "FrameError", "ModelError", "ModelBundle"]
+           "FrameResult", "VideoSession", "PromptError", "SessionBusy", "FrameError", "ModelError", "ModelBundle",
+           "Aborted"]

@@ -38,7 +38,7 @@ from .model import ModelBundle
 from .prewarm import Activity, Prewarmer
 from .numerics import NO_OBJ_SCORE, fill_holes, non_overlapping, resize_bilinear
 from .retrack import PassPlan, advance, mark_changed, pending_passes
-from .runtime import Runtime
+from .runtime import Aborted, Runtime
 from .session import FrameResult, PromptError, SessionBusy, VideoSession
 from .state import FrameOutput, ObjectId, ObjectTrack, PointPrompt
 from .store import HeavyStateStore, SpillFull
@@ -249,6 +249,12 @@ class VideoPredictor:
         finally:
             session.release()
 
+    def stop_on(self, event):
+        """Context manager: engine calls made on this thread inside it stop within a node of the graph in flight
+        once `event` (a threading.Event) is set, raising `Aborted`; the frame in flight is then left untracked and
+        the session stays consistent (a later `pending_passes` resumes from it). For a propagation job's cancel."""
+        return self.runtime.stop_on(event)
+
     def pending_passes(self, session: VideoSession) -> list[PassPlan]:
         """The propagations that bring every object up to date after prompt changes, each tracking only the
         objects that changed (see `retrack`). Run them with `propagate(start=, reverse=, objects=)`."""
@@ -412,4 +418,5 @@ class VideoPredictor:
         return FrameResult(frame, session.objects.ids, logits)
 
 
-__all__ = ["VideoPredictor", "EngineSettings", "FrameResult", "PromptError", "SessionBusy", "SpillFull", "PassPlan"]
+__all__ = ["VideoPredictor", "EngineSettings", "FrameResult", "PromptError", "SessionBusy", "SpillFull", "PassPlan",
+           "Aborted"]

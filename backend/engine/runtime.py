@@ -4,13 +4,24 @@ Graphs are compiled at construction (seconds); each `run` is serialised per
 graph by a lock because an infer request is not re-entrant. Call counts and
 cumulative seconds per graph feed the metrics and the tests ("did the image
 encoder run again?").
+
+Two priorities. `run` is foreground work (clicks, propagation). `run_background` (prewarm) runs on an infer
+request of its own, one at a time, starts only while no foreground run is in flight, and is cancelled by the
+first foreground run that starts while it computes: OpenVINO stops it at the next node, so a click never waits
+behind a background encoding (it waits at most one node), and the background caller gets None and may retry.
+
+Stoppable foreground work: inside `with runtime.stop_on(event):` every run on that thread stops at its next node
+once `event` is set (polled every ABORT_POLL_MS) and raises `Aborted`. A propagation job runs so, with its cancel
+event: a click that cancels the job waits for one node of the frame in flight, not for the whole frame.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +32,11 @@ from .model import ModelBundle, ModelError
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "f32", "bf16")
+ABORT_POLL_MS = 10  # how often a stoppable run looks at its stop event
+
+
+class Aborted(RuntimeError):
+    """A run inside `Runtime.stop_on(event)` was stopped because `event` was set; it produced nothing."""
 
 
 def resolve_precision(requested: str, hint: str, cpu_capabilities: list[str]) -> str:
@@ -127,24 +143,136 @@ class Runtime:
                                  f"machine has: {', '.join(core.available_devices)}): {e}") from None
         self._requests = {g: c.create_infer_request() for g, c in self._compiled.items()}
         self._locks = {g: threading.Lock() for g in self._compiled}
+        self._init_priority()
         self._outputs = {g: [o.get_any_name() for o in c.outputs] for g, c in self._compiled.items()}
         self.stats = GraphStats()
         self._stats_lock = threading.Lock()
         log.info("compiled %d graphs of %s (%s; CPU precision %s) in %.1f s", len(self._compiled), bundle.name,
                  ", ".join(f"{g}={d}" for g, d in self.devices.items()), self.precision, time.perf_counter() - t0)
 
+    def _init_priority(self) -> None:
+        self._bg_requests: dict = {}             # graph -> the background lane's own infer request
+        self._bg_lock = threading.Lock()         # one background inference at a time
+        self._prio = threading.Condition()       # guards the three fields below
+        self._fg_running = 0                     # foreground runs in flight
+        self._fg_last_end = 0.0                  # time.monotonic() when the last foreground run ended
+        self._bg_inflight = None                 # the background request computing now, if any
+        self._bg_cancelled = False
+        self.preempted = 0                       # background runs cancelled by a foreground run
+        self.aborted = 0                         # foreground runs stopped by their stop event
+        self.on_event = None                     # tests: called as on_event(what, graph) at each start/end
+        self._local = threading.local()          # .stop: the stop event of stoppable runs on this thread
+
+    @contextmanager
+    def stop_on(self, event: threading.Event | None):
+        """Runs on this thread inside the block stop at their next node once `event` is set, raising `Aborted`
+        (None: nothing changes). What a stopped run would have produced is lost: callers drop the unit of work."""
+        prev = getattr(self._local, "stop", None)
+        self._local.stop = event
+        try:
+            yield
+        finally:
+            self._local.stop = prev
+
+    def _infer_stoppable(self, req, feed: dict, stop: threading.Event, graph: str) -> None:
+        req.start_async(feed)
+        try:
+            while not req.wait_for(ABORT_POLL_MS):
+                if stop.is_set():
+                    req.cancel()
+                    raise Aborted(f"{graph} stopped at a node: its work was cancelled")
+        except Aborted:
+            with contextlib.suppress(Exception):
+                req.wait()  # cancelled: returns or raises at once; the request is reusable afterwards
+            self.aborted += 1
+            raise
+
+    def _event(self, what: str, graph: str) -> None:
+        if self.on_event is not None:
+            self.on_event(what, graph)
+
     def run(self, graph: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
-        """Run one graph; inputs by name (numpy), outputs by name (fresh numpy arrays)."""
+        """Run one graph; inputs by name (numpy), outputs by name (fresh numpy arrays). Foreground: a background
+        inference in flight is cancelled first, so this never waits behind one."""
         t0 = time.perf_counter()
-        with self._locks[graph]:
-            req = self._requests[graph]
-            req.infer({k: np.ascontiguousarray(v) for k, v in inputs.items()})
+        with self._prio:
+            self._fg_running += 1
+            if self._bg_inflight is not None and not self._bg_cancelled:
+                self._bg_cancelled = True
+                self._bg_inflight.cancel()  # returns at once; the request stops at its next node
+                self.preempted += 1
+        try:
+            with self._locks[graph]:
+                stop = getattr(self._local, "stop", None)
+                if stop is not None and stop.is_set():
+                    raise Aborted(f"{graph} was not started: its work was cancelled")
+                self._event("fg_start", graph)
+                req = self._requests[graph]
+                feed = {k: np.ascontiguousarray(v) for k, v in inputs.items()}
+                if stop is None:
+                    req.infer(feed)
+                else:
+                    self._infer_stoppable(req, feed, stop, graph)
+                out = {name: req.get_tensor(name).data.copy() for name in self._outputs[graph]}
+                self._event("fg_end", graph)
+        finally:
+            with self._prio:
+                self._fg_running -= 1
+                self._fg_last_end = time.monotonic()
+                self._prio.notify_all()
+        self._count(graph, time.perf_counter() - t0)
+        return out
+
+    def run_background(self, graph: str, **inputs: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Run one graph at background priority: None (nothing computed) when foreground work was in flight at the
+        start or started before it finished. Never delays a foreground `run` by more than one node."""
+        t0 = time.perf_counter()
+        with self._bg_lock:
+            req = self._bg_requests.get(graph)
+            if req is None:
+                req = self._bg_requests[graph] = self._compiled[graph].create_infer_request()
+            feed = {k: np.ascontiguousarray(v) for k, v in inputs.items()}
+            with self._prio:  # start and publish atomically: a foreground run either sees it (and cancels) or
+                if self._fg_running:  # is seen here (and it never starts)
+                    return None
+                self._bg_cancelled = False
+                self._event("bg_start", graph)
+                req.start_async(feed)
+                self._bg_inflight = req
+            aborted = False
+            try:
+                req.wait()
+            except Exception:  # OpenVINO raises ov::Cancelled from wait() when the request stopped early
+                aborted = True
+            with self._prio:
+                self._bg_inflight = None
+                cancelled = self._bg_cancelled
+            if cancelled or aborted:  # aborted: stopped at a node; else it had finished: its outputs are dropped
+                self._event("bg_cancelled" if aborted else "bg_discarded", graph)
+                return None
             out = {name: req.get_tensor(name).data.copy() for name in self._outputs[graph]}
-        dt = time.perf_counter() - t0
+            self._event("bg_end", graph)
+        self._count(graph, time.perf_counter() - t0)
+        return out
+
+    def wait_quiet(self, quiet_s: float, timeout: float) -> bool:
+        """True once no foreground run has been in flight for `quiet_s` seconds (False after `timeout` s). Background
+        work waits for this so it does not start in the gap between two runs of one click."""
+        end = time.monotonic() + timeout
+        with self._prio:
+            while True:
+                now = time.monotonic()
+                idle_for = now - self._fg_last_end
+                if not self._fg_running and idle_for >= quiet_s:
+                    return True
+                if now >= end:
+                    return False
+                self._prio.wait(min(end - now, max(quiet_s - idle_for, 0.01)))
+
+    def _count(self, graph: str, dt: float) -> None:
         with self._stats_lock:
             self.stats.calls[graph] += 1
             self.stats.seconds[graph] += dt
-        return out
 
     def calls(self, graph: str) -> int:
         return self.stats.calls[graph]

@@ -30,15 +30,21 @@ class Tracker:
         self.no_mem_embed = self.bundle.constants["no_mem_embed"].reshape(1, -1, 1, 1)
 
     # ---- image features -------------------------------------------------------------------
-    def features(self, source: FrameSource, frame: int) -> FrameFeatures:
-        """Encoder outputs of one frame, from the cache when this (video, frame) was seen before."""
+    def features(self, source: FrameSource, frame: int, *, background: bool = False) -> FrameFeatures | None:
+        """Encoder outputs of one frame, from the cache when this (video, frame) was seen before.
+
+        background=True (prewarm): the encoder runs at background priority (`Runtime.run_background`) and None comes
+        back when foreground work preempted it (nothing cached then)."""
         key = (source.key, frame)
         cached = self.cache.get(key)
         if cached is not None:
             return cached
         b = self.bundle
         image = preprocess(source.read(frame), b.image_size, b.mean, b.std)
-        out = self.rt.run("image_encoder", image=image)
+        out = self.rt.run_background("image_encoder", image=image) if background else \
+            self.rt.run("image_encoder", image=image)
+        if out is None:
+            return None
         feats = FrameFeatures(out["hr0"], out["hr1"], out["feat"])
         self.cache.put(key, feats)
         return feats

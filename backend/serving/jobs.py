@@ -12,6 +12,7 @@ task's job has left the engine (the service closes an evicted session there). Fi
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -20,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from backend.engine import FrameResult, VideoPredictor, VideoSession
+from backend.engine import Aborted, FrameResult, VideoPredictor, VideoSession
 
 logger = logging.getLogger(__name__)
 
@@ -163,16 +164,19 @@ class JobManager:
                 job.version = tracker.version
                 for p in plan:
                     gen = predictor.propagate(tracker.session, start=p.start, reverse=p.reverse, objects=p.objects)
-                    try:
-                        for result in gen:
-                            tracker.record(result)
-                            self.on_frame()
-                            job.done += 1
-                            if job.cancel_event.is_set():
-                                break
-                            if time.monotonic() - last_write >= self.write_interval_s:
-                                self._write(writer, job, final=False)
-                                last_write = time.monotonic()
+                    try:  # a cancel stops the frame in flight within a node (a click must not wait for a frame)
+                        with _stoppable(predictor, job.cancel_event):
+                            for result in gen:
+                                tracker.record(result)
+                                self.on_frame()
+                                job.done += 1
+                                if job.cancel_event.is_set():
+                                    break
+                                if time.monotonic() - last_write >= self.write_interval_s:
+                                    self._write(writer, job, final=False)
+                                    last_write = time.monotonic()
+                    except Aborted:
+                        pass  # cancelled mid-frame: that frame stays untracked, handled as cancelled below
                     finally:
                         gen.close()
                     if job.cancel_event.is_set():
@@ -219,6 +223,13 @@ class JobManager:
         except Exception as e:
             job.write_error = str(e) or type(e).__name__
             logger.warning("task %s: could not write the prediction into Label Studio: %s", job.task_id, e)
+
+
+def _stoppable(predictor: object, event: threading.Event):
+    """The engine's stop_on(event) (runs on this thread stop at a node once the job is cancelled); engines without it
+    (test fakes) stop between frames only."""
+    stop_on = getattr(predictor, "stop_on", None)
+    return stop_on(event) if stop_on is not None else contextlib.nullcontext()
 
 
 def _run_callbacks(callbacks: list[Callable[[], None]], task_id: int) -> None:

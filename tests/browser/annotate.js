@@ -8,12 +8,16 @@
  *
  * Usage:
  *   node annotate.js --url http://127.0.0.1:8080 --project 1 --task 1 --out artifacts/browser [--frame 6]
- *                    [--point 72,30] [--submit] [--timeout 300]
+ *                    [--point 72,30] [--submit] [--timeout 300] [--later-label Person [--later-point 30,70]]
  * Every option can come from the environment instead: LS_URL, LS_PROJECT, LS_TASK, ARTIFACTS_DIR, FRAME_K,
  * CLICK_POINT, SUBMIT=1, ANNOTATE_TIMEOUT_S; LS_USER / LS_PASSWORD (default admin@example.com / admin12345);
  * CHROMIUM (default /usr/bin/chromium).
  * --point is where to click, in percent of the displayed image (x,y). Frames are 1-based here, as in the pager;
  * item_index is 0-based.
+ * --later-label: the annotator's path with the product's defaults (a click answers once its frame is ready): click once
+ * (label --label), wait until the backend's prediction in LS holds every frame (tracking finished in the background),
+ * check what the editor shows meanwhile, then click again on frame 1 with another label (a second object) and run the
+ * frame checks on that second answer, which must carry every frame tracked by then (LATER_LABEL, LATER_POINT).
  *
  * Output: screenshots in --out (before-1.png, before-<k>.png, frame-1.png, frame-<k>.png, region-selected.png, and
  * failure.png on failure); a JSON summary on stdout (one line); progress on stderr. Exit 0 when every check passed,
@@ -57,6 +61,8 @@ function parseArgs(argv) {
     imageTag: process.env.IMAGE_TAG || 'frames',
     control: process.env.KP_CONTROL || 'kp',
     label: process.env.KP_LABEL || 'Car',
+    laterLabel: process.env.LATER_LABEL || '',
+    laterPoint: process.env.LATER_POINT || '30,70',
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -73,11 +79,16 @@ function parseArgs(argv) {
   opts.url = opts.url.replace(/\/+$/, '');
   opts.frame = parseInt(opts.frame, 10);
   opts.timeout = parseFloat(opts.timeout);
-  const [px, py] = opts.point.split(',').map(Number);
-  if (!(opts.frame >= 2) || !(px >= 0 && px <= 100 && py >= 0 && py <= 100) || !(opts.timeout > 0)) {
-    throw new Error(`bad --frame/--point/--timeout: ${opts.frame} / ${opts.point} / ${opts.timeout}`);
+  const percent = (v, name) => {
+    const [x, y] = v.split(',').map(Number);
+    if (!(x >= 0 && x <= 100 && y >= 0 && y <= 100)) throw new Error(`bad --${name}: ${v}`);
+    return { x, y };
+  };
+  if (!(opts.frame >= 2) || !(opts.timeout > 0)) {
+    throw new Error(`bad --frame/--timeout: ${opts.frame} / ${opts.timeout}`);
   }
-  opts.point = { x: px, y: py };
+  opts.point = percent(opts.point, 'point');
+  opts.laterPoint = percent(opts.laterPoint, 'later-point');
   return opts;
 }
 
@@ -308,39 +319,46 @@ async function main() {
     check(st.autoAnnotation, 'Auto-Annotation did not turn on');
     check(st.autoAccept, 'Auto-Accept Suggestions did not turn on');
 
-    // -- the label "Car" of the KeyPointLabels control: the label button whose hotkey is that label's hotkey
-    const hotkey = await page.evaluate(({ control, label }) => {
-      const c = window.Htx.annotationStore.selected.names.get(control);
-      const l = c && c.children && c.children.find((x) => x.value === label);
-      return l ? String(l.hotkey ?? '') : null;
-    }, { control: opts.control, label: opts.label });
-    check(hotkey !== null, `no label "${opts.label}" in control "${opts.control}"`);
-    let labelButton = page.locator('.lsf-labels .lsf-label')
-      .filter({ hasText: opts.label })
-      .filter({ has: page.locator('.lsf-label__hotkey', { hasText: new RegExp(`^${hotkey}$`) }) });
-    if (!hotkey || (await labelButton.count()) !== 1) {
-      log(`label button by hotkey "${hotkey}" not unique, falling back to the second .lsf-labels block`);
-      labelButton = page.locator('.lsf-labels').nth(1).locator('.lsf-label', { hasText: opts.label });
-    }
-    await labelButton.first().click();
+    // -- a label of the KeyPointLabels control: the label button whose hotkey is that label's hotkey
     const selectedLabels = () => page.evaluate(({ control }) => {
       const c = window.Htx.annotationStore.selected.names.get(control);
       return (c.selectedLabels || []).map((l) => l.value);
     }, { control: opts.control });
-    check((await selectedLabels()).includes(opts.label), `label "${opts.label}" of "${opts.control}" is not selected`);
-
-    // -- the smart Key Point tool: hover "Auto-Detect" to open its flyout, click the key point entry
-    await page.locator('.lsf-tool.lsf-tool_smart:not([aria-label])').hover();
-    const smartKp = page.locator('.lsf-tool__extra .lsf-tool[aria-label="key-point-tool"]');
-    await smartKp.waitFor({ state: 'visible', timeout: 5000 });
-    await smartKp.click();
-    const tool = await page.evaluate(({ imageTag }) => {
+    const selectLabel = async (label) => {
+      const hotkey = await page.evaluate(({ control, label }) => {
+        const c = window.Htx.annotationStore.selected.names.get(control);
+        const l = c && c.children && c.children.find((x) => x.value === label);
+        return l ? String(l.hotkey ?? '') : null;
+      }, { control: opts.control, label });
+      check(hotkey !== null, `no label "${label}" in control "${opts.control}"`);
+      let labelButton = page.locator('.lsf-labels .lsf-label')
+        .filter({ hasText: label })
+        .filter({ has: page.locator('.lsf-label__hotkey', { hasText: new RegExp(`^${hotkey}$`) }) });
+      if (!hotkey || (await labelButton.count()) !== 1) {
+        log(`label button by hotkey "${hotkey}" not unique, falling back to the second .lsf-labels block`);
+        labelButton = page.locator('.lsf-labels').nth(1).locator('.lsf-label', { hasText: label });
+      }
+      if (!(await selectedLabels()).includes(label)) await labelButton.first().click();
+      check((await selectedLabels()).includes(label), `label "${label}" of "${opts.control}" is not selected`);
+    };
+    const currentTool = () => page.evaluate(({ imageTag }) => {
       const img = window.Htx.annotationStore.selected.names.get(imageTag);
       const tl = img.getToolsManager().findSelectedTool();
       return tl ? { name: tl.toolName || (tl.$treenode && tl.$treenode.type.name) || null, dynamic: !!tl.dynamic } : null;
     }, { imageTag: opts.imageTag });
-    summary.tool = tool;
-    check(tool && tool.dynamic && /key\s*point/i.test(tool.name || ''), `the smart Key Point tool is not selected: ${JSON.stringify(tool)}`);
+    const isSmartKp = (tl) => !!(tl && tl.dynamic && /key\s*point/i.test(tl.name || ''));
+    // the smart Key Point tool: hover "Auto-Detect" to open its flyout, click the key point entry
+    const pickSmartKeypoint = async () => {
+      await page.locator('.lsf-tool.lsf-tool_smart:not([aria-label])').hover();
+      const smartKp = page.locator('.lsf-tool__extra .lsf-tool[aria-label="key-point-tool"]');
+      await smartKp.waitFor({ state: 'visible', timeout: 5000 });
+      await smartKp.click();
+      const tl = await currentTool();
+      check(isSmartKp(tl), `the smart Key Point tool is not selected: ${JSON.stringify(tl)}`);
+      return tl;
+    };
+    await selectLabel(opts.label);
+    summary.tool = await pickSmartKeypoint();
     check((await selectedLabels()).includes(opts.label), `label "${opts.label}" got unselected when picking the smart tool`);
     await page.mouse.move(5, 450); // off the image and the toolbar: no hover effects in the screenshots
     t = lap('setup_tools', t);
@@ -382,37 +400,95 @@ async function main() {
     t = lap('before_screenshots', t);
 
     // -- click on frame 1 and wait for the backend through LS
-    const box = st.imageBox;
-    const click = { x: box.x + (box.width * opts.point.x) / 100, y: box.y + (box.height * opts.point.y) / 100 };
-    log(`clicking at (${click.x.toFixed(0)}, ${click.y.toFixed(0)}) on frame 1, waiting for interactive-annotating`);
-    const respPromise = page.waitForResponse(
-      (r) => r.url().includes('/interactive-annotating') && r.request().method() === 'POST', { timeout: 150000 });
-    const tClick = Date.now();
-    await page.mouse.click(click.x, click.y);
-    const resp = await respPromise.catch((e) => {
-      throw new CheckFailed(`no POST /api/ml/{id}/interactive-annotating within 150 s of the click (${e.message.split('\n')[0]})`);
-    });
-    timings.interactive_response = Date.now() - tClick;
-    let body = null;
-    try { body = await resp.json(); } catch (_) { /* checked below */ }
-    const results = (body && body.data && body.data.result) || [];
-    const brushResults = results.filter((r) => r.type === 'brushlabels');
-    const postData = resp.request().postDataJSON ? resp.request().postDataJSON() : null;
-    summary.interactive = {
-      status: resp.status(),
-      context: postData && postData.context ? postData.context.result.map((r) => ({
-        type: r.type, item_index: r.item_index, is_positive: r.is_positive, labels: r.value && r.value.keypointlabels,
-      })) : null,
-      results: results.length,
-      brush_results: brushResults.length,
-      item_indices: [...new Set(brushResults.map((r) => r.item_index))].sort((a, b) => a - b),
-      ids: brushResults.slice(0, 3).map((r) => r.id),
-      meta_text: brushResults.length && brushResults[0].meta ? brushResults[0].meta.text : null,
-      errors: body && body.errors ? body.errors : undefined,
+    const clickAndWait = async (point) => {
+      const box = st.imageBox;
+      const click = { x: box.x + (box.width * point.x) / 100, y: box.y + (box.height * point.y) / 100 };
+      log(`clicking at (${click.x.toFixed(0)}, ${click.y.toFixed(0)}) on frame 1, waiting for interactive-annotating`);
+      const respPromise = page.waitForResponse(
+        (r) => r.url().includes('/interactive-annotating') && r.request().method() === 'POST', { timeout: 150000 });
+      const tClick = Date.now();
+      await page.mouse.click(click.x, click.y);
+      const resp = await respPromise.catch((e) => {
+        throw new CheckFailed(`no POST /api/ml/{id}/interactive-annotating within 150 s of the click (${e.message.split('\n')[0]})`);
+      });
+      const ms = Date.now() - tClick;
+      let body = null;
+      try { body = await resp.json(); } catch (_) { /* checked below */ }
+      const results = (body && body.data && body.data.result) || [];
+      const brushResults = results.filter((r) => r.type === 'brushlabels');
+      const postData = resp.request().postDataJSON ? resp.request().postDataJSON() : null;
+      const info = {
+        status: resp.status(),
+        context: postData && postData.context ? postData.context.result.map((r) => ({
+          type: r.type, item_index: r.item_index, is_positive: r.is_positive, labels: r.value && r.value.keypointlabels,
+        })) : null,
+        results: results.length,
+        brush_results: brushResults.length,
+        item_indices: [...new Set(brushResults.map((r) => r.item_index))].sort((a, b) => a - b),
+        labels: [...new Set(brushResults.map((r) => (r.value.brushlabels || [])[0]))].sort(),
+        ids: brushResults.slice(0, 3).map((r) => r.id),
+        meta_text: brushResults.length && brushResults[0].meta ? brushResults[0].meta.text : null,
+        errors: body && body.errors ? body.errors : undefined,
+        response_ms: ms,
+      };
+      log(`interactive-annotating answered ${resp.status()} in ${ms} ms with ${brushResults.length} brush results`);
+      check(resp.status() === 200, `interactive-annotating answered HTTP ${resp.status()}: ${JSON.stringify(body).slice(0, 500)}`);
+      return { info, brushResults, tClick };
     };
-    log(`interactive-annotating answered ${resp.status()} in ${timings.interactive_response} ms with ${brushResults.length} brush results`);
-    check(resp.status() === 200, `interactive-annotating answered HTTP ${resp.status()}: ${JSON.stringify(body).slice(0, 500)}`);
-    check(brushResults.length >= 2, `interactive-annotating returned ${brushResults.length} brush results: ${JSON.stringify(body).slice(0, 500)}`);
+    let answer = await clickAndWait(opts.point);
+    timings.interactive_response = answer.info.response_ms;
+
+    if (opts.laterLabel) {
+      // the first answer: the clicked frame (and what was tracked by then); tracking goes on in the backend
+      summary.first_interactive = answer.info;
+      check(answer.info.item_indices.includes(0), `the first answer has no mask on frame 1: ${answer.info.item_indices}`);
+      st = await poll(state, (s) => s.brushOnItem > 0 && s.brushPixels > 0, 30000);
+      check(st.brushOnItem > 0 && st.brushPixels > 0, 'the first answer\'s mask on frame 1 is not in the editor');
+      // wait until the backend has written the complete track into LS as its prediction
+      const t = Date.now();
+      const predictedFrames = async () => {
+        const r = await page.request.get(`${opts.url}/api/predictions/?task=${opts.task}`);
+        if (!r.ok()) return -1;
+        const j = await r.json();
+        const preds = Array.isArray(j) ? j : (j.results || []);
+        const items = new Set();
+        for (const p of preds) {
+          for (const res of p.result || []) {
+            if (res.type === 'brushlabels' && (res.value.brushlabels || [])[0] === opts.label) items.add(res.item_index);
+          }
+        }
+        return items.size;
+      };
+      const tracked = await poll(predictedFrames, (n) => n >= st.itemCount, 150000, 500);
+      timings.wait_tracking = Date.now() - t;
+      summary.tracking_done_frames = tracked;
+      check(tracked >= st.itemCount, `the backend's prediction in LS holds ${tracked} of ${st.itemCount} frames after 150 s`);
+      // what the editor shows now, without any action: still only the first answer
+      st = await state();
+      summary.regions_before_later_click = { by_type: st.byType, brush_by_item_index: st.brushByItem };
+      // a second click on frame 1: another label (a second object); LS unselects the label after each smart answer
+      // LS leaves the accepted mask selected; with a region selected a click does not draw. Unselect it (what Escape
+      // or a click on the selected row in the region list does) and check nothing is selected.
+      const selected = await page.evaluate(() => {
+        const ann = window.Htx.annotationStore.selected;
+        ann.unselectAreas();
+        return ann.selectedRegions ? ann.selectedRegions.length : 0;
+      });
+      check(selected === 0, `${selected} regions still selected before the later click`);
+      await page.waitForTimeout(300);
+      await selectLabel(opts.laterLabel);
+      const tl = await currentTool();
+      summary.tool_before_later_click = tl;
+      if (!isSmartKp(tl)) await pickSmartKeypoint();
+      await selectLabel(opts.laterLabel);
+      await page.mouse.move(5, 450);
+      answer = await clickAndWait(opts.laterPoint);
+      timings.later_interactive_response = answer.info.response_ms;
+    }
+    const brushResults = answer.brushResults;
+    const tClick = answer.tClick;
+    summary.interactive = answer.info;
+    check(brushResults.length >= 2, `interactive-annotating returned ${brushResults.length} brush results: ${JSON.stringify(answer.info).slice(0, 500)}`);
     check(summary.interactive.item_indices.includes(0) && summary.interactive.item_indices.includes(opts.frame - 1),
       `the brush results cover item_index ${summary.interactive.item_indices}, not 0 and ${opts.frame - 1}`);
 
