@@ -123,9 +123,8 @@ class TrackingService(TrackingCore):
             return
         task = self.client.get_task(task_id)
         annotations = [a for a in task.get("annotations") or [] if isinstance(a, Mapping)]
-        annotation = next((a for a in annotations if a.get("id") == annotation_id), None) or max(
-            (a for a in annotations if isinstance(a.get("result"), list) and not a.get("was_cancelled")),
-            key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0), default=None)
+        annotation = next((a for a in annotations if a.get("id") == annotation_id), None) \
+            or taskio.latest_of(annotations)
         if annotation is None or not isinstance(task.get("project"), int):
             return
         shape = self.configs.of_project(task["project"])
