@@ -39,6 +39,9 @@ _REPLAY_ERRORS = (BadRequest, PromptError, FrameError)  # a bad saved annotation
 
 
 class TrackingService(TrackingCore):
+    """Label Studio's ML-backend protocol (/setup, /predict, /webhook) on the shared per-task tracking core: LS
+    regions folded into each task's prompt ledger, sessions built from LS tasks, results written back as predictions."""
+
     def __init__(self, settings: Settings, model: ModelHolder, media: MediaResolver,
                  client: LabelStudioClient | None):
         self.client = client

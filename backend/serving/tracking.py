@@ -60,7 +60,8 @@ class TrackingCore:
         return {tid: e for tid in self.sessions.keys() if (e := self.sessions.peek(tid)) is not None}
 
     def drop(self, task_id: int) -> None:
-        """Close the task's session (what an eviction or a restart does); it is rebuilt from LS on demand."""
+        """Close the task's session (what an eviction or a restart does); the adapter rebuilds it on demand (LS: from
+        the task's annotations)."""
         self.sessions.discard(task_id)
 
     def shutdown(self) -> None:
