@@ -22,14 +22,12 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from backend.engine import FrameError, PromptError, SessionBusy
 from backend.ls.errors import BackendError
-from backend.ls.lsclient import LabelStudioClient
+from backend.ls.factory import build_tracking_service, route_task, route_webhook
 from backend.ls.service import TrackingService
 from backend.metrics import Metrics
 from backend.serving.bodies import parse_json_object, read_body
 from backend.serving.health import HealthServer, health_report
 from backend.serving.limits import WEBHOOK_SECRET_HEADER
-from backend.serving.media import MediaResolver
-from backend.serving.model import ModelHolder
 from backend.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -68,16 +66,8 @@ def _error(status: int, message: str) -> tuple[Response, int]:
 def build_service(settings: Settings) -> TrackingService:
     if settings.ray.enabled:  # scale-out: this process is only the front; replicas track (Ray imported there only)
         from backend.scale.front import RayTrackingClient
-        return RayTrackingClient(settings)
-    model = ModelHolder(settings)
-    model.start()
-    media = MediaResolver(settings.media)
-    client = LabelStudioClient(settings.media.ls_url, media.tokens, settings.media.timeout_s) \
-        if settings.media.ls_url else None
-    if client is None:
-        logger.warning("LABEL_STUDIO_URL is not set: interactive answers work, but complete results cannot be "
-                       "written into Label Studio and LS-hosted media cannot be downloaded")
-    return TrackingService(settings, model, media, client)
+        return RayTrackingClient(settings, task_id_of=route_task, webhook_task_id=route_webhook)
+    return build_tracking_service(settings)
 
 
 def create_app(settings: Settings | None = None, service: TrackingService | None = None) -> Flask:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend.serving.limits import Limits
+from backend.serving.limits import _num as _read_number  # the one reader of numeric variables (ValueError)
 from backend.serving.media import MediaSettings
 
 
@@ -48,17 +49,11 @@ class SettingsError(ValueError):
 
 
 def _num(env: Mapping[str, str], name: str, default: float, *, minimum: float, integer: bool = False) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
+    """The variable `name` as a number >= `minimum` (`default` when unset); SettingsError naming it otherwise."""
     try:
-        value = int(raw) if integer else float(raw)
-    except ValueError:
-        kind = "an integer" if integer else "a number"
-        raise SettingsError(f"{name}={raw!r} is not {kind}; set it to {kind} >= {minimum} or unset it") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={raw!r} is too small; set it to at least {minimum} or unset it")
-    return value
+        return _read_number(env, name, default, minimum=minimum, integer=integer)
+    except ValueError as e:
+        raise SettingsError(str(e)) from None
 
 
 # ---- CVAT tracker function (backend/cvat) ---------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backend.scale.front import RayTrackingClient  # noqa: E402
+from backend.app import build_service  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 from tests import appkit as kit  # noqa: E402
 from tests import models  # noqa: E402
@@ -68,7 +68,7 @@ def run(replicas: int, args, media: Path, size, model: Path) -> dict:
         cluster.deploy(env, replicas=replicas, replica_cpus=args.replica_cpus)
         settings = Settings.from_env({"MODEL_DIR": str(model), "TRACKING_BACKEND": "ray",
                                       "RAY_SERVE_URL": cluster.serve_url, "RAY_REQUEST_TIMEOUT_S": "600"})
-        client = RayTrackingClient(settings)
+        client = build_service(settings)  # the front as the app wires it (RayTrackingClient)
         ctx = [kit.rect("b", 0, 25, 25, 50, 50, size)]
 
         def prompt(i: int) -> tuple[float, str, int]:

@@ -1,11 +1,11 @@
 """A task's session as the LS adapter keeps it (tracker, pinned media, our earlier prediction), and how it is built
-and closed. The service keeps entries in `backend.serving.sessions.SessionStore` (LRU by count, bytes, idle time).
+and closed. The service keeps entries in `backend.serving.sessions.SessionStore` (LRU by count, bytes, idle time);
+`backend.serving.tracking.close_when_idle` closes an evicted one once nothing uses it.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -47,28 +47,6 @@ class TaskEntry:
         finally:
             self.pins.close()
         logger.info("task %s: session closed", self.tracker.task_id)
-
-
-def close_when_idle(entry: TaskEntry, *, in_use: Callable[[], bool] = lambda: False, retry_s: float = 0.5,
-                    give_up_s: float = 600.0) -> None:
-    """Close the entry's engine session once nothing uses it (no request holds its task, the engine session's lock
-    is free); never blocks the caller: a busy session is retried every `retry_s` on a timer."""
-    def attempt(left: float) -> None:
-        lock = entry.tracker.session.lock
-        if not in_use() and lock.acquire(blocking=False):
-            try:
-                entry.close_now()
-            finally:
-                lock.release()
-        elif left > 0:
-            timer = threading.Timer(retry_s, attempt, (left - retry_s,))
-            timer.daemon = True
-            timer.start()
-        else:
-            logger.warning("task %s: session still busy after %.0f s; closing it anyway", entry.tracker.task_id,
-                           give_up_s)
-            entry.close_now()
-    attempt(give_up_s)
 
 
 def build_entry(task: Mapping, shape: TaskShape, key: str, refs: list[str], *, model: ModelHolder,

@@ -6,9 +6,7 @@ earliest changed frame (cancelling the task's older job), wait up to the time bu
 so far; the job goes on and writes the complete result into LS as this model version's prediction for the task
 (`backend.ls.writer`).
 
-Locks: one per task (`KeyedLocks`, waits at most TASK_LOCK_WAIT_S, then 409 with Retry-After); the session store's
-lock is held only for lookups, and evicted sessions are closed outside it, after their job has left the engine.
-No thread waits for another while holding a lock that other tasks need.
+Locks and sessions: see `backend.serving.tracking.TrackingCore`, the per-task core this class builds on.
 """
 from __future__ import annotations
 
@@ -19,7 +17,7 @@ from collections.abc import Mapping
 from backend.engine import FrameError, PromptError
 from backend.ls import taskio
 from backend.ls.configs import Configs
-from backend.ls.entries import TaskEntry, build_entry, close_when_idle
+from backend.ls.entries import TaskEntry, build_entry
 from backend.ls.errors import BackendError, BadRequest
 from backend.ls.labelconfig import FramesShape, TaskShape
 from backend.ls.lsclient import LabelStudioClient
@@ -28,37 +26,29 @@ from backend.ls.regions import parse_regions
 from backend.ls.tasktrack import TaskTracker
 from backend.ls.webhooks import ACTIONS, WebhookGate
 from backend.ls.writer import PredictionWriter
-from backend.serving.jobs import Job, JobManager, Pass
+from backend.serving.jobs import Job
 from backend.serving.limits import LimitExceeded
-from backend.serving.locks import KeyedLocks, TaskBusy
+from backend.serving.locks import TaskBusy
 from backend.serving.media import MediaResolver
 from backend.serving.model import ModelHolder
-from backend.serving.sessions import SessionStore
+from backend.serving.tracking import TrackingCore
 from backend.settings import Settings
 
 logger = logging.getLogger(__name__)
 _REPLAY_ERRORS = (BadRequest, PromptError, FrameError)  # a bad saved annotation: skipped, never blocks the task
 
 
-class TrackingService:
+class TrackingService(TrackingCore):
+    """Label Studio's ML-backend protocol (/setup, /predict, /webhook) on the shared per-task tracking core: LS
+    regions folded into each task's prompt ledger, sessions built from LS tasks, results written back as predictions."""
+
     def __init__(self, settings: Settings, model: ModelHolder, media: MediaResolver,
                  client: LabelStudioClient | None):
-        self.settings = settings
-        self.limits = settings.limits
-        self.model = model
-        self.media = media
         self.client = client
-        self.jobs = JobManager(model.get, workers=settings.job_workers, write_interval_s=settings.write_interval_s,
-                               on_frame=self._count_frame)
-        self.frames_propagated = 0
-        self.sessions: SessionStore[int, TaskEntry] = SessionStore(
-            max_items=settings.max_sessions, max_bytes=self.limits.session_max_bytes, ttl_s=self.limits.session_ttl_s,
-            size_of=TaskEntry.nbytes, close=self._close_entry, busy=self._job_active)
+        super().__init__(settings, model, media)
         self.configs = Configs()
-        self.task_locks = KeyedLocks(wait_s=self.limits.task_lock_wait_s)
         self.writer = PredictionWriter(client, retry_s=self.limits.ls_write_retry_s) if client else None
         self.webhooks = WebhookGate(self._webhook_hint, self.limits)
-        self._closing = False
 
     # ---- protocol entry points ---------------------------------------------------------------
     def setup(self, body: Mapping) -> dict:
@@ -111,27 +101,10 @@ class TrackingService:
                              "reconnect the ML backend in the project settings")
         return self._annotation_saved(task, annotation, shape)
 
-    def job_status(self, task_id: int) -> dict | None:
-        job = self.jobs.get(task_id)
-        return job.status() if job else None
-
-    def active_sessions(self) -> int:
-        return len(self.sessions)
-
-    @property
-    def _entries(self) -> dict[int, TaskEntry]:
-        """Snapshot {task: entry} of the sessions held now (for tests and debugging; not marked as used)."""
-        return {tid: e for tid in self.sessions.keys() if (e := self.sessions.peek(tid)) is not None}
-
-    def drop(self, task_id: int) -> None:
-        """Close the task's session (what an eviction or a restart does); it is rebuilt from LS on demand."""
-        self.sessions.discard(task_id)
-
     def shutdown(self) -> None:
         self._closing = True
         self.webhooks.stop()
-        self.jobs.shutdown()
-        self.sessions.close_all()
+        super().shutdown()
 
     # ---- webhooks ----------------------------------------------------------------------------
     def _annotation_saved(self, task: Mapping, annotation: Mapping, shape: TaskShape) -> dict:
@@ -153,9 +126,8 @@ class TrackingService:
             return
         task = self.client.get_task(task_id)
         annotations = [a for a in task.get("annotations") or [] if isinstance(a, Mapping)]
-        annotation = next((a for a in annotations if a.get("id") == annotation_id), None) or max(
-            (a for a in annotations if isinstance(a.get("result"), list) and not a.get("was_cancelled")),
-            key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0), default=None)
+        annotation = next((a for a in annotations if a.get("id") == annotation_id), None) \
+            or taskio.latest_of(annotations)
         if annotation is None or not isinstance(task.get("project"), int):
             return
         shape = self.configs.of_project(task["project"])
@@ -204,15 +176,14 @@ class TrackingService:
                        exc_info=not isinstance(e, BackendError))
             return {"result": [], "model_version": self.model.version}
 
-    # ---- core --------------------------------------------------------------------------------
+    # ---- prompts -----------------------------------------------------------------------------
     def _apply(self, entry: TaskEntry, raw: list, *, interactive: bool,
                replay: bool = False) -> tuple[Job | None, bool]:
-        """Fold LS results into the ledger, push changes into the engine, start propagation when needed.
+        """Fold LS results into the ledger, then push the changes into the engine (`TrackingCore._push`).
 
         Returns the job that produces the task's current result (None: nothing to track) and whether it is new.
-        If anything fails before the engine took the change, the ledger is put back as it was, so a retry of the
-        same request is a change again (never "unchanged" with the prompt lost). If the engine fails half-way, the
-        session is dropped and rebuilt from LS on the next request. The caller holds the task's lock."""
+        If anything fails before the engine took the change, the ledger is put back as it was. The caller holds the
+        task's lock."""
         tracker = entry.tracker
         regions = parse_regions(raw, tracker.shape, num_frames=tracker.num_frames, frame_size=tracker.size,
                                 skip_bad=not interactive)  # a saved annotation: one bad region must not block it
@@ -240,60 +211,7 @@ class TrackingService:
                 if isinstance(res, dict) and res.get("type") in _ECHOED and isinstance(res.get("id"), str) \
                         and res["id"] in tracker.ledger.entries:
                     tracker.prompt_regions[res["id"]] = dict(res, origin="prediction")
-        job = self.jobs.get(tracker.task_id)
-        if not changed:  # e.g. LS re-sending a saved annotation: keep the job that is already on it
-            if job is not None and job.version == tracker.version and job.state in ("queued", "running", "done"):
-                return job, False
-            if not tracker.applied:
-                return None, False
-        try:
-            old = self.jobs.cancel(tracker.task_id)  # never waits; a queued job ends at once
-            # the engine must be free before new prompts go in; we hold only this task's lock while waiting
-            if old is not None and not old.wait(self.limits.task_lock_wait_s):
-                raise TaskBusy(f"task {tracker.task_id}: its running propagation did not stop within "
-                               f"{self.limits.task_lock_wait_s:g} s (TASK_LOCK_WAIT_S); retry in a moment",
-                               retry_after=2)
-            predictor = self.model.get()
-        except Exception:
-            rollback()
-            raise
-        with tracker.lock:
-            fixes = sorted({f for (_, f), p in tracker.ledger.prompts().items() if p.mask is not None})
-            if replay and fixes and not tracker.applied:
-                return self._replay(entry, fixes), True
-            try:
-                start = tracker.sync(predictor)
-            except Exception:  # the engine may hold half of it: rebuild from LS next time rather than drift
-                self.sessions.discard(tracker.task_id)
-                raise
-            if start is None:
-                if not tracker.applied:
-                    return None, False
-                start = min(f for _, f in tracker.applied)  # the old job was cancelled or failed: run it again
-            plan = tracker.passes(start)
-        return self.jobs.start(tracker, plan, self._write), True
-
-    def _check_caps(self, tracker: TaskTracker) -> None:
-        prompts = tracker.ledger.prompts()
-        self.limits.check_objects(len({obj for obj, _ in prompts}), tracker.task_id)
-        self.limits.check_points(sum(len(p.points) + (p.box is not None) for p in prompts.values()), tracker.task_id)
-
-    def _replay(self, entry: TaskEntry, fixes: list[int]) -> Job:
-        """Rebuild in the order the annotation was most likely made: prompts, propagate, then each correction
-        (by frame) and forward from it, so frames before a correction come out as they were when it was made."""
-        tracker, predictor = entry.tracker, self.model.get()
-
-        def prompts_stage() -> list[Pass]:
-            start = tracker.sync(predictor, upto=-1)
-            return tracker.passes(start) if start is not None else []
-
-        def fix_stage(k: int):
-            def run() -> list[Pass]:
-                start = tracker.sync(predictor, upto=k)
-                return tracker.passes(start) if start is not None else []
-            return run
-        total = tracker.num_frames + sum(tracker.num_frames - k for k in fixes)
-        return self.jobs.start_stages(tracker, [prompts_stage] + [fix_stage(k) for k in fixes], self._write, total)
+        return self._push(entry, changed, rollback, replay=replay)
 
     def _prediction(self, tracker: TaskTracker) -> dict:
         return {"result": tracker.results(), "model_version": self.model.version}
@@ -331,14 +249,9 @@ class TrackingService:
         if isinstance(shape, FramesShape):
             self.limits.check_frames(len(refs), tid)  # before any download
         key = taskio.media_key(refs) + "|" + repr(shape)
-        entry = self.sessions.get(tid)
-        if entry is not None and entry.media == key and not entry.closed:
-            return entry
-        if entry is not None:
-            self.sessions.discard(tid)
-        entry, created = self.sessions.get_or_create(tid, lambda: build_entry(
+        entry, created = self._session(tid, key, lambda: build_entry(
             task, shape, key, refs, model=self.model, media=self.media, client=self.client, limits=self.limits,
-            data_dir=self.settings.data_dir), wait_s=self.limits.task_lock_wait_s)
+            data_dir=self.settings.data_dir))
         stored = taskio.prompt_results(task) if created else []
         if stored:
             try:  # an old bad region must not block new prompts: skip it (logged), keep the rest
@@ -348,24 +261,11 @@ class TrackingService:
                                tid, e)
         return entry
 
-    def _job_active(self, tid: int) -> bool:
-        job = self.jobs.get(tid)
-        return job is not None and not job.finished.is_set()
-
-    def _close_entry(self, tid: int, entry: TaskEntry) -> None:
-        """Called by the session store outside its lock: stop the task's job without waiting, then free the engine
-        session once the job has left it (nothing here blocks the evicting request). A job stopped before its final
-        write leaves the task to be rebuilt from its saved annotation later, so what was saved still reaches LS."""
-        job = self.jobs.get(tid)
-        if job is not None and not job.finished.is_set() and job.version == entry.tracker.version:
-            self.jobs.cancel(tid)
-            if self.client is not None and not self._closing:
-                self.webhooks.submit({"action": ACTIONS[1], "task": {"id": tid}, "annotation": {}})
-        self.jobs.after(tid, lambda: close_when_idle(entry, in_use=lambda: self.task_locks.busy(tid)))
-
-    def _count_frame(self) -> None:
-        self.frames_propagated += 1
-
+    def _job_stopped(self, tid: int) -> None:
+        """A job stopped before its final write leaves the task to be rebuilt from its saved annotation later, so
+        what was saved still reaches LS."""
+        if self.client is not None and not self._closing:
+            self.webhooks.submit({"action": ACTIONS[1], "task": {"id": tid}, "annotation": {}})
 
 
 _ECHOED = ("keypointlabels", "rectanglelabels")  # prompt regions returned with the masks (see TaskTracker)

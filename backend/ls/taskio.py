@@ -66,7 +66,8 @@ def open_media(resolver: MediaResolver, task_id: int, shape: TaskShape, refs: li
                          status=400) from None
 
 
-def _latest(items: object) -> dict | None:
+def latest_of(items: object) -> dict | None:
+    """The newest usable (result is a list, not cancelled) of annotations, drafts or predictions; None if none."""
     usable = [a for a in (items or []) if isinstance(a, Mapping) and isinstance(a.get("result"), list)
               and not a.get("was_cancelled")]
     return max(usable, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0),
@@ -77,7 +78,7 @@ def prompt_results(task: Mapping) -> list[dict]:
     """Results that may hold prompts: the latest annotation's, then the latest draft's (a draft is newer work)."""
     out: list[dict] = []
     for key in ("annotations", "drafts"):
-        latest = _latest(task.get(key))
+        latest = latest_of(task.get(key))
         if latest is not None:
             out.extend(r for r in latest["result"] if isinstance(r, dict))
     return out
@@ -88,7 +89,7 @@ def reference_results(predictions: object, model_version: str) -> dict[str, dict
     output; {} when there is none."""
     preds = [p for p in (predictions or []) if isinstance(p, Mapping) and isinstance(p.get("result"), list)]
     ours = [p for p in preds if p.get("model_version") == model_version] or preds
-    latest = _latest(ours)
+    latest = latest_of(ours)
     return {r["id"]: r for r in (latest or {}).get("result", []) if isinstance(r, dict) and isinstance(r.get("id"), str)}
 
 

@@ -15,7 +15,8 @@ says whose fault it is, like the front's):
   GET  /jobs/<task>, POST /jobs/<task>/cancel                      -> {"job": status | null, "replica", "stats"}
   GET  /health (no task id)                                        -> {"health": {...}, "replica", "stats"}
 
-Start it with `serve run docker/serve-config.yaml` (or `serve deploy`), or `serve.run(build_app({...}))`.
+Start it with `serve run docker/serve-config.yaml` (or `serve deploy`), or `serve.run(backend.serve_app.build_app({...}))`
+(the wiring that injects the Label Studio adapter's service; this module imports no adapter).
 Replica settings come from the environment of the Ray workers (the same variables as the in-process backend:
 MODEL_DIR, LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY, MAX_SESSIONS, OV_THREADS, JOB_WORKERS, ...); `build_app`'s
 `env` argument (serve config `args.env`) adds to it.
@@ -37,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from backend.engine import FrameError, PromptError, SessionBusy
-from backend.scale.host import SessionHost
+from backend.scale.host import ServiceFactory, SessionHost
 from backend.serving.errors import BackendError
 from backend.settings import Settings, SettingsError
 
@@ -62,14 +63,14 @@ class _Fail(Exception):
                   request_router_config=RequestRouterConfig(
                       request_router_class="backend.scale.routing:TaskAffinityRouter"))
 class TaskTracker:
-    def __init__(self, env: dict[str, str] | None = None):
+    def __init__(self, env: dict[str, str] | None, service_factory: ServiceFactory):
         try:
             settings = Settings.from_env({**os.environ, **(env or {})})
         except SettingsError as e:
             raise RuntimeError(f"configuration error: {e}") from None
         logging.getLogger("backend").setLevel(settings.log_level)
         self.replica = serve.get_replica_context().replica_id.unique_id
-        self.host = SessionHost(settings, self.replica)
+        self.host = SessionHost(settings, self.replica, service_factory)
         # The task's session handle; Serve keeps at most MAX_SESSIONS of them per replica (LRU).
         host = self.host
 
@@ -168,17 +169,21 @@ class TaskTracker:
         self.host.shutdown()
 
 
-def build_app(args: dict | None = None):
-    """Serve application builder (`import_path: backend.scale.deployment:build_app`).
+def build_app(args: dict | None = None, *, service_factory: ServiceFactory | None = None):
+    """The Serve application: `TaskTracker` replicas, each serving what `service_factory(settings)` builds (the
+    adapter's service, injected by the wiring: `backend.serve_app.build_app` is the `import_path` to use).
 
     args: `env` (dict of settings for the replicas, added to the workers' environment); replicas, CPUs per replica
     and max ongoing requests default to RAY_REPLICAS, RAY_REPLICA_CPUS and RAY_MAX_ONGOING_REQUESTS from that env
     (a serve config's `deployments:` section overrides them).
     """
+    if service_factory is None:
+        raise ValueError("backend.scale.deployment.build_app needs the adapter's service factory; deploy "
+                         "`import_path: backend.serve_app:build_app`, which wires the Label Studio adapter")
     env = {str(k): str(v) for k, v in ((args or {}).get("env") or {}).items()}
     from backend.settings import RaySettings
     ray_settings = RaySettings.from_env({**os.environ, **env})
     return TaskTracker.options(
         num_replicas=ray_settings.replicas, max_ongoing_requests=ray_settings.max_ongoing_requests,
         ray_actor_options={"num_cpus": ray_settings.replica_cpus},
-    ).bind(env)
+    ).bind(env, service_factory)

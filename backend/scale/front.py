@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,7 +23,6 @@ import requests
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 
-from backend.ls import taskio
 from backend.serving.errors import BackendError, BadRequest
 from backend.serving.model import model_version
 from backend.settings import Settings
@@ -73,8 +72,13 @@ class _RemoteModel:
 class RayTrackingClient:
     remote = True
 
-    def __init__(self, settings: Settings, session: requests.Session | None = None):
+    def __init__(self, settings: Settings, *, task_id_of: Callable[[object], int],
+                 webhook_task_id: Callable[[Mapping], int | None], session: requests.Session | None = None):
+        """`task_id_of` (a task object of a predict body -> its id; raises BackendError when it has none) and
+        `webhook_task_id` (a webhook body -> the task it is for, None: any replica may answer) read the forwarded
+        protocol (the LS adapter's, wired by `backend.app.build_service`); the front knows no tool."""
         self.settings = settings
+        self.task_id_of, self.webhook_task_id = task_id_of, webhook_task_id
         self.url = settings.ray.serve_url
         self.http = session or requests.Session()
         manifest = json.loads((Path(settings.model_dir) / "manifest.json").read_text())
@@ -111,19 +115,13 @@ class RayTrackingClient:
             body["label_config"] = config
         params = body.get("params") if isinstance(body.get("params"), Mapping) else {}
         if params.get("context") is not None:  # interactive: one task, errors go back to LS as they are
-            tid = taskio.task_id_of(tasks[0])
+            tid = self.task_id_of(tasks[0])
             return {"results": [self._call("POST", "/predict", tid, dict(body, tasks=[tasks[0]]))["result"]]}
         futures = [self._batch.submit(self._batch_one, body, task) for task in tasks]
         return {"results": [f.result() for f in futures]}
 
     def webhook(self, body: Mapping, *, trusted: bool = True) -> dict:
-        task = body.get("task")
-        try:
-            tid = taskio.task_id_of(task)
-        except BackendError:
-            tid = None  # any replica answers with the same error (or "ignored") the in-process service gives
-        if body.get("action") not in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
-            tid = None
+        tid = self.webhook_task_id(body)  # None: any replica answers as the in-process service would
         return self._call("POST", "/webhook", tid, {"body": body, "trusted": trusted})["answer"]
 
     def job_status(self, task_id: int) -> dict | None:
@@ -164,7 +162,7 @@ class RayTrackingClient:
     def _batch_one(self, body: Mapping, task: object) -> dict:
         """Never raises, like the in-process batch: a task we cannot serve gets an empty result and a log line."""
         try:
-            tid = taskio.task_id_of(task)
+            tid = self.task_id_of(task)
             return self._call("POST", "/predict", tid, dict(body, tasks=[task]))["result"]
         except BackendError as e:
             logger.warning("batch predict: task %s skipped: %s", getattr(task, "get", lambda k: None)("id"), e)

@@ -1,8 +1,9 @@
-"""What one tracking replica runs: the ordinary `TrackingService` behind a small task-keyed interface (no Ray here).
+"""What one tracking replica runs: an adapter's tracking service behind a small task-keyed interface (no Ray here).
 
 A replica holds the engine, the per-task sessions, the feature cache and the background propagation jobs, and
-writes predictions into Label Studio itself, exactly as the single-process backend does: this wraps one
-`backend.ls.service.TrackingService` per replica and adds what a replica needs on top:
+writes its results into the annotation tool itself, exactly as the single-process backend does: this wraps one
+service per replica (built by the factory the wiring injects: `backend.serve_app` passes the Label Studio
+adapter's `backend.ls.factory.build_tracking_service`) and adds what a replica needs on top:
 
 - `open(task)` / `TaskHandle.__del__`: the session handle Serve's multiplexer keeps per task (its LRU is the
   bound, `MAX_SESSIONS` per replica). Opening is instant (the session itself is built, or rebuilt from the
@@ -12,7 +13,7 @@ writes predictions into Label Studio itself, exactly as the single-process backe
 - replica id in job status, so `GET /jobs/<task>` shows where a task lives.
 
 The service's own LRU is left at twice `MAX_SESSIONS` as a backstop only; both evict the same way
-(`TrackingService.drop`: the job is cancelled without waiting and the session closes once the job has left it).
+(`TrackingCore.drop`: the job is cancelled without waiting and the session closes once the job has left it).
 """
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
-from backend.ls.lsclient import LabelStudioClient
-from backend.ls.service import TrackingService
+from backend.serving.jobs import JobManager
 from backend.serving.media import MediaResolver
 from backend.serving.model import ModelHolder
 from backend.settings import Settings
@@ -31,17 +32,32 @@ from backend.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def build_tracking_service(settings: Settings) -> TrackingService:
-    """One replica's service: the model loads in the background (health says so), LS client for writes."""
-    inner = dataclasses.replace(settings, max_sessions=2 * settings.max_sessions)
-    model = ModelHolder(inner)
-    model.start()
-    media = MediaResolver(inner.media)
-    client = LabelStudioClient(inner.media.ls_url, media.tokens, inner.media.timeout_s) if inner.media.ls_url \
-        else None
-    if client is None:
-        logger.warning("LABEL_STUDIO_URL is not set on this replica: predictions cannot be written into LS")
-    return TrackingService(inner, model, media, client)
+class ReplicaService(Protocol):
+    """What a replica serves: an adapter's service on the shared tracking core (`backend.serving.tracking.TrackingCore`:
+    sessions, jobs, model, media) with the adapter's protocol entry points, which the replica forwards as they are
+    (e.g. `backend.ls.service.TrackingService`)."""
+
+    model: ModelHolder
+    media: MediaResolver
+    jobs: JobManager
+    frames_propagated: int
+
+    def job_status(self, task_id: int) -> dict | None: ...
+
+    def active_sessions(self) -> int: ...
+
+    def drop(self, task_id: int) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+    def predict(self, body: Mapping) -> dict: ...
+
+    def webhook(self, body: Mapping, *, trusted: bool = True) -> dict: ...
+
+    def setup(self, body: Mapping) -> dict: ...
+
+
+ServiceFactory = Callable[[Settings], ReplicaService]  # module-level, so Ray pickles it by reference
 
 
 class TaskHandle:
@@ -57,11 +73,11 @@ class TaskHandle:
 
 
 class SessionHost:
-    def __init__(self, settings: Settings, replica_id: str,
-                 service_factory: Callable[[Settings], TrackingService] = build_tracking_service):
+    def __init__(self, settings: Settings, replica_id: str, service_factory: ServiceFactory):
         self.settings = settings
         self.replica_id = replica_id
-        self.service = service_factory(settings)
+        # the service's own LRU is a backstop only: Serve's multiplexer evicts at MAX_SESSIONS (see above)
+        self.service = service_factory(dataclasses.replace(settings, max_sessions=2 * settings.max_sessions))
         self._lock = threading.Lock()
         self._generation: dict[int, int] = {}  # task -> generation of its newest handle
         self._held: set[int] = set()
@@ -114,7 +130,7 @@ class SessionHost:
                 self._in_flight -= 1
 
     def predict(self, body: Mapping) -> dict:
-        """One task (the front splits batches): its result dict, as in TrackingService.predict's `results`."""
+        """One task (the front splits batches): its result dict, as in the service's predict `results`."""
         return self.call(lambda: self.service.predict(body)["results"][0])
 
     def webhook(self, body: Mapping, trusted: bool) -> dict:

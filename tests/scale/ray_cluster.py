@@ -46,7 +46,7 @@ class RayCluster:
         import ray
         from ray import serve
 
-        from backend.scale.deployment import build_app
+        from backend.serve_app import build_app
 
         if not ray.is_initialized():
             ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)

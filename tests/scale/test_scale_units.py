@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import generate_latest
 from werkzeug.wrappers import Response
 
+from backend.app import build_service
 from backend.metrics import Metrics
 from backend.scale.front import HEADER, RayTrackingClient
 from backend.scale.host import SessionHost
@@ -114,7 +115,7 @@ def serve_proxy():
 
 def _client(serve_proxy, model_128_f32) -> RayTrackingClient:
     env = {"MODEL_DIR": str(model_128_f32), "TRACKING_BACKEND": "ray", "RAY_SERVE_URL": serve_proxy.url + "/sam2"}
-    return RayTrackingClient(Settings.from_env(env))
+    return build_service(Settings.from_env(env))  # the wiring: the front routes LS requests by task
 
 
 def _stats(replica: str, sessions: int) -> dict:
@@ -163,7 +164,7 @@ def test_calls_that_reach_no_replica_are_retried_and_replica_errors_are_not(serv
 
 def test_no_serve_at_all_is_a_503_that_says_what_to_check(model_128_f32):
     env = {"MODEL_DIR": str(model_128_f32), "TRACKING_BACKEND": "ray", "RAY_SERVE_URL": "http://127.0.0.1:9/sam2"}
-    client = RayTrackingClient(Settings.from_env(env))
+    client = build_service(Settings.from_env(env))
     with pytest.raises(BackendError) as e:
         client.job_status(1)
     assert e.value.status == 503 and "serve status" in str(e.value)
@@ -209,3 +210,17 @@ def test_cancel_route_in_process(client):
     kit.wait_job(client, 4243, headers=kit.AUTH)
     r = client.post("/jobs/4243/cancel", headers=kit.AUTH)  # nothing left to stop: answers the job's status
     assert r.status_code == 200 and r.get_json()["task"] == 4243 and r.get_json()["state"] == "done"
+
+
+def test_scale_and_serving_reach_no_adapter():
+    """Dependencies point down: scale/ wraps serving/ and gets the LS specifics injected by the wiring
+    (backend.app, backend.serve_app), so importing it loads neither the LS nor the CVAT adapter."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import backend.scale.front, backend.scale.host, backend.scale.deployment, "
+            "backend.serving.tracking; "
+            "bad = sorted(m for m in sys.modules if m.startswith(('backend.ls', 'backend.cvat'))); "
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
