@@ -268,3 +268,35 @@ def _open(url: str):
         assert e.code == 503
         return contextlib.nullcontext(json.loads(e.read()))
     raise AssertionError("a stale heartbeat answered 200")
+
+
+def test_the_health_file_says_ready_as_soon_as_the_model_is(tmp_path):
+    """The health process answers from the heartbeat file: it must not say LOADING (503) for up to a heartbeat
+    interval after the model is ready and the main port says UP (tests/load saw two such probes at a run's start)."""
+    from backend.serving.health import HealthServer
+
+    class Model:
+        name, version, manifest, error = "m", "v", {}, None
+
+        def __init__(self):
+            self.ready = threading.Event()
+
+        @property
+        def state(self):
+            return "ready" if self.ready.is_set() else "loading"
+
+        def wait_loaded(self, timeout):
+            return self.ready.wait(timeout)
+
+    model = Model()
+    server = HealthServer(model, 1, tmp_path, interval_s=5.0)  # no process started: only the heartbeat loop
+    server._beat()
+    threading.Thread(target=server._loop, daemon=True).start()
+    assert json.loads(server.state_file.read_text())["state"] == "loading"
+    time.sleep(0.2)
+    model.ready.set()
+    t0 = time.monotonic()
+    while json.loads(server.state_file.read_text())["state"] != "ready":
+        assert time.monotonic() - t0 < 1.0, "the heartbeat file still says loading a second after the model is ready"
+        time.sleep(0.01)
+    server.close()

@@ -78,7 +78,16 @@ class HealthServer:
         os.replace(tmp, self.state_file)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        wait_loaded = getattr(self.model, "wait_loaded", None)
+        while True:
+            if self.model.state == "loading" and wait_loaded is not None:
+                # beat as soon as the load ends: HEALTH_PORT must not answer 503 LOADING for up to an interval
+                # after the main port says UP (seen in tests/load: the first probes of a run)
+                wait_loaded(self.interval_s)
+                if self._stop.is_set():
+                    return
+            elif self._stop.wait(self.interval_s):
+                return
             try:
                 self._beat()
             except OSError as e:  # the health process turns a stale heartbeat into a 503
