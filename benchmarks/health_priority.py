@@ -4,7 +4,9 @@ The situation inside the backend's container (one cgroup, so the kernel's per-se
 health process (`backend.serving.healthd`) shares the cores with the worker's OpenVINO and request threads. This
 starts the health process and `--burners` CPU-bound processes (2 per core by default, like OpenVINO's threads plus
 the request threads' Python work) all in this one session, probes GET /health every 0.1 s from a fresh connection
-for `--seconds`, once with the burners at nice 0 and once at WORKER_NICE (10), and prints p50/p99/max per case.
+for `--seconds`, with the burners at nice 0 and at WORKER_NICE (10) in this session, and at nice 0 in a session of
+their own (where the kernel shares CPU per session, autogroup, that is what the backend does for its health
+process), and prints p50/p99/max per case.
 
     .venv/bin/python benchmarks/health_priority.py [--seconds 20] [--burners 4] [--nice 10]
 
@@ -42,8 +44,9 @@ def _probe(port: int) -> float:
         conn.close()
 
 
-def _case(port: int, burners: int, nice: int, seconds: float) -> np.ndarray:
-    procs = [subprocess.Popen([sys.executable, "-c", BURN, str(nice)]) for _ in range(burners)]
+def _case(port: int, burners: int, nice: int, seconds: float, own_session: bool = False) -> np.ndarray:
+    procs = [subprocess.Popen([sys.executable, "-c", BURN, str(nice)], start_new_session=own_session)
+             for _ in range(burners)]
     try:
         time.sleep(1.0)
         out, end = [], time.monotonic() + seconds
@@ -72,9 +75,10 @@ def main(argv: list[str] | None = None) -> None:
         try:
             while _probe(a.port) == float("inf"):
                 time.sleep(0.1)
-            for nice in (0, a.nice):
-                ms = _case(a.port, a.burners, nice, a.seconds)
-                print(f"{a.burners} CPU burners at nice {nice:2d}, health process at nice 0, same session: /health "
+            for nice, own in ((0, False), (a.nice, False), (0, True)):
+                ms = _case(a.port, a.burners, nice, a.seconds, own)
+                where = "in a session of their own" if own else "in the health process's session"
+                print(f"{a.burners} CPU burners at nice {nice:2d} {where}, health process at nice 0: /health "
                       f"n={len(ms)} p50={np.median(ms):.1f} ms p99={np.percentile(ms, 99):.1f} ms max={ms.max():.1f} "
                       f"ms; load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
         finally:
