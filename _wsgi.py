@@ -26,7 +26,11 @@ def make_app():
         raise SystemExit(f"configuration error: {e}") from None
     _configure_logging(settings.log_level)
     from backend.app import create_app  # after logging is set up, so the model load is logged
-    return create_app(settings)
+    app = create_app(settings)
+    if settings.limits.health_port and settings.limits.worker_nice:  # the /health process (started above) keeps
+        from backend.serving.priority import lower_worker_priority   # the normal priority, this worker goes below
+        lower_worker_priority(settings.limits.worker_nice)
+    return app
 
 
 def main(argv: list[str] | None = None) -> None:

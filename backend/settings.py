@@ -23,7 +23,7 @@ Every variable (units in the name or the comment; defaults in brackets):
 - LOG_LEVEL [INFO]. PORT [9090] and THREADS [8] are read by docker/entrypoint.sh (gunicorn), WORKERS must be 1.
 - Media (see `media_from_env` below): LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY (legacy token or personal access
   token), MEDIA_CACHE_DIR, MEDIA_CACHE_MAX_MB, MEDIA_MAX_FILE_MB, ALLOWED_MEDIA_HOSTS, LOCAL_FILES_DOCUMENT_ROOT,
-  MEDIA_TIMEOUT_S, MEDIA_TOTAL_TIMEOUT_S, MEDIA_MAX_FRAME_PIXELS, MEDIA_MAX_VIDEO_FRAMES.
+  MEDIA_TIMEOUT_S, MEDIA_TOTAL_TIMEOUT_S, MEDIA_DECODE_MAX_PIXELS, MEDIA_MAX_VIDEO_FRAMES.
 - CVAT tracker function (see `CvatSettings`): CVAT_FUNCTION, CVAT_FUNCTION_NAME, CVAT_MAX_SESSIONS,
   CVAT_SESSIONS_MAX_MB, CVAT_SESSION_TTL_S, CVAT_MAX_BODY_MB, CVAT_MAX_IMAGE_MPIX, CVAT_MAX_SHAPES.
 - Limits (caps, lock waits, webhook rate, LS write retries, health port): see backend.serving.limits.Limits.
@@ -32,6 +32,7 @@ Every variable (units in the name or the comment; defaults in brackets):
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
@@ -227,7 +228,10 @@ def media_from_env(env: Mapping[str, str] = os.environ) -> MediaSettings:
     MEDIA_CACHE_MAX_MB [2048]: bytes on disk for cached media, in-flight downloads included (a task needing more: 413).
     MEDIA_MAX_FILE_MB [1024]: one file. MEDIA_TIMEOUT_S [30]: per connect and per read.
     MEDIA_TOTAL_TIMEOUT_S [600]: one whole download (and a wait for another request's download of the same file).
-    MEDIA_MAX_FRAME_PIXELS [33177600 = 7680x4320]: width x height of a frame image or video (decompression bombs).
+    MEDIA_DECODE_MAX_PIXELS [33177600 = 7680x4320]: the largest frame (width x height) the media decoder opens, read
+    from the header first: a guard against decompression bombs (400). Not the largest frame the backend tracks: that
+    work cap is MAX_FRAME_PIXELS [4K] (backend.serving.limits). MEDIA_MAX_FRAME_PIXELS is its deprecated old name
+    (still read, with a warning).
     MEDIA_MAX_VIDEO_FRAMES [100000]: frames of one video (more: 400). ALLOWED_MEDIA_HOSTS: comma/space separated.
     """
     mb = 1 << 20
@@ -242,10 +246,21 @@ def media_from_env(env: Mapping[str, str] = os.environ) -> MediaSettings:
             local_files_root=env.get("LOCAL_FILES_DOCUMENT_ROOT") or None,
             timeout_s=_num(env, "MEDIA_TIMEOUT_S", 30.0, minimum=0.1),
             total_timeout_s=_num(env, "MEDIA_TOTAL_TIMEOUT_S", 600.0, minimum=1),
-            max_frame_pixels=int(_num(env, "MEDIA_MAX_FRAME_PIXELS", 7680 * 4320, minimum=1, integer=True)),
+            max_frame_pixels=int(_num(env, _decode_pixels_name(env), 7680 * 4320, minimum=1, integer=True)),
             max_video_frames=int(_num(env, "MEDIA_MAX_VIDEO_FRAMES", 100_000, minimum=1, integer=True)),
         )
     except SettingsError:
         raise
     except ValueError as e:
         raise SettingsError(str(e)) from None
+
+
+def _decode_pixels_name(env: Mapping[str, str]) -> str:
+    """MEDIA_DECODE_MAX_PIXELS, or its old name MEDIA_MAX_FRAME_PIXELS when only that is set (with a warning: next to
+    MAX_FRAME_PIXELS, the work cap, the old name read like the same setting)."""
+    if env.get("MEDIA_MAX_FRAME_PIXELS", "").strip() and not env.get("MEDIA_DECODE_MAX_PIXELS", "").strip():
+        logging.getLogger(__name__).warning(
+            "MEDIA_MAX_FRAME_PIXELS is deprecated: it is the media decoder's guard against decompression bombs, now "
+            "named MEDIA_DECODE_MAX_PIXELS (the largest frame tracked is MAX_FRAME_PIXELS); rename it")
+        return "MEDIA_MAX_FRAME_PIXELS"
+    return "MEDIA_DECODE_MAX_PIXELS"

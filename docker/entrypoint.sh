@@ -24,5 +24,8 @@ fi
 # --keep-alive 5: an idle keep-alive connection releases its slot after 5 s.
 # --limit-request-line/-fields/-field_size: gunicorn's defaults, spelled out: headers are small and bounded; bodies
 #   are capped by MAX_BODY_MB in the app.
-exec gunicorn --bind "0.0.0.0:${PORT}" --workers 1 --threads "${THREADS}" --timeout 60 --graceful-timeout 30 \
+# --worker-class: gthread plus a deadline on request headers (HEADER_TIMEOUT_S, default 10 s): gthread alone lets a
+#   client dripping its headers hold a thread forever (backend/serving/gworker.py).
+exec gunicorn --bind "0.0.0.0:${PORT}" --workers 1 --threads "${THREADS}" \
+  --worker-class backend.serving.gworker.HeaderDeadlineWorker --timeout 60 --graceful-timeout 30 \
   --keep-alive 5 --limit-request-line 8190 --limit-request-fields 100 --limit-request-field_size 8190 _wsgi:app

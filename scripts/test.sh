@@ -4,7 +4,7 @@
 #   the Docker files' checks (compose config, hadolint, shellcheck) and the runtime install + health check in a
 #   brand-new venv, exactly as the image does it; the images built and run in a Docker engine, with the compose stack
 #   and a real Label Studio container (scripts/docker_ci.sh; SKIP_DOCKER=1 skips it, loudly); then pytest (unit,
-#   parity, in-process app, real-LS and browser e2e).
+#   parity, in-process app, real-LS and browser e2e, fault and load suites).
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not e2e"` or `bash scripts/test.sh tests/test_app.py`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,24 +29,9 @@ set -e
 # ----
 step pytest
 set +e
-.venv/bin/python -m pytest --ignore=tests/load "$@" 2>&1 | tee artifacts/pytest.log
+.venv/bin/python -m pytest "$@" 2>&1 | tee artifacts/pytest.log
 rc=${PIPESTATUS[0]}
 set -e
-# ---- load suite (tests/load): run and reported on every run, but NOT gating yet. After the engine landed it was seen
-# failing its /health p99 < 100 ms bound on HEALTH_PORT (122 ms on 2 cores) and once a HEALTH_PORT probe that did not
-# answer 200; see tests/README.md. Make it gating (drop this block, remove --ignore above) once it holds on 2 cores.
-if [ $# -eq 0 ]; then
-  step "load suite (reported, not gating)"
-  set +e
-  .venv/bin/python -m pytest tests/load -rfE 2>&1 | tee artifacts/load.log
-  load_rc=${PIPESTATUS[0]}
-  set -e
-  if [ "$load_rc" = 0 ]; then
-    echo "LOAD SUITE: PASSED"
-  else
-    echo "LOAD SUITE: FAILED (exit $load_rc; NOT gating, see artifacts/load.log)"
-  fi
-fi
 step "done (pytest exit $rc, docker exit $docker_rc)"
 [ "$rc" != 0 ] || rc=$docker_rc
 exit "$rc"

@@ -198,10 +198,14 @@ def test_cmd_is_the_entrypoint_with_one_gunicorn_worker(runtime):
     assert "docker/entrypoint.sh docker/" in runtime.args("COPY")
     assert runtime.args("EXPOSE") == ["9090"]
     sh = ENTRYPOINT.read_text()
-    line = next(ln for ln in sh.splitlines() if ln.startswith("exec gunicorn"))
-    full = line.rstrip("\\") + " " + sh.split(line, 1)[1].splitlines()[1].strip()
+    lines = sh.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("exec gunicorn"))
+    command = [lines[at]]
+    while command[-1].endswith("\\"):  # continuation lines
+        command.append(lines[at + len(command)])
+    full = " ".join(ln.rstrip("\\").strip() for ln in command)
     for part in ('--bind "0.0.0.0:${PORT}"', "--workers 1", '--threads "${THREADS}"', "--timeout 60",
-                 "--graceful-timeout 30", "_wsgi:app"):
+                 "--graceful-timeout 30", "_wsgi:app", "--worker-class backend.serving.gworker.HeaderDeadlineWorker"):
         assert part in full, f"entrypoint's gunicorn lacks {part}: {full}"
     assert 'if [ "${WORKERS:-1}" != "1" ]' in sh
 

@@ -260,3 +260,18 @@ def test_resolver_accepts_an_explicit_token_provider(tmp_path, ls):
     MediaResolver(MediaSettings(ls_url=ls.url, api_key=None, cache_dir=tmp_path), tp).fetch("/data/upload/1/a.jpg",
                                                                                            task_id=1)
     assert ls.seen[0]["auth"] == "Token other-legacy-key"
+
+
+def test_the_decoders_pixel_guard_has_an_unambiguous_name_and_the_old_one_still_works(caplog):
+    """MEDIA_DECODE_MAX_PIXELS (decompression bombs) was MEDIA_MAX_FRAME_PIXELS, which read like MAX_FRAME_PIXELS (the
+    work cap): the new name is read, the old one still works with a warning naming the new one, the new one wins."""
+    assert MediaSettings.from_env({"MEDIA_DECODE_MAX_PIXELS": "1000"}).max_frame_pixels == 1000
+    with caplog.at_level("WARNING", logger="backend.settings"):
+        assert MediaSettings.from_env({"MEDIA_MAX_FRAME_PIXELS": "2000"}).max_frame_pixels == 2000
+    assert any("MEDIA_DECODE_MAX_PIXELS" in r.getMessage() and "deprecated" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="backend.settings"):
+        both = MediaSettings.from_env({"MEDIA_MAX_FRAME_PIXELS": "2000", "MEDIA_DECODE_MAX_PIXELS": "3000"})
+    assert both.max_frame_pixels == 3000 and not caplog.records
+    with pytest.raises(ValueError, match="MEDIA_DECODE_MAX_PIXELS"):
+        MediaSettings.from_env({"MEDIA_DECODE_MAX_PIXELS": "1.5"})

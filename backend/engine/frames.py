@@ -53,8 +53,9 @@ def _scrub(message: object, path: Path) -> str:
 def check_pixels(width: int, height: int, max_pixels: int | None, what: str) -> None:
     """FrameError if a `width` x `height` frame is larger than `max_pixels` (decompression bombs, absurd sizes)."""
     if max_pixels is not None and width * height > max_pixels:
-        raise FrameError(f"{what} is {width}x{height} = {width * height} pixels, more than the {max_pixels} a frame may "
-                         f"have (MEDIA_MAX_FRAME_PIXELS); use smaller frames or raise the limit")
+        raise FrameError(f"{what} is {width}x{height} = {width * height} pixels, more than the media decoder opens "
+                         f"(MEDIA_DECODE_MAX_PIXELS={max_pixels}, a guard against decompression bombs); use smaller "
+                         "frames or raise MEDIA_DECODE_MAX_PIXELS")
 
 
 def check_index(index: int, num_frames: int) -> int:
@@ -94,7 +95,8 @@ class ImageSequenceSource:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise FrameError(f"frame {index} ({path.name}) is too large to decode safely ({_scrub(e, path)}); use "
-                             f"frames within MEDIA_MAX_FRAME_PIXELS") from None
+                             "frames within MEDIA_DECODE_MAX_PIXELS (the decoder's guard against decompression "
+                             "bombs)") from None
         except MemoryError:
             raise FrameError(f"frame {index} ({path.name}) is too large to decode") from None
         except Exception as e:  # noqa: BLE001 - PIL raises OSError, ValueError, SyntaxError, EOFError... on bad files

@@ -70,24 +70,76 @@ class FramePrompt:
 
 @dataclass
 class ObjectBook:
-    """The one place that maps LS identities to object ids (1, 2, ... per task) and their labels."""
+    """The one place that maps LS identities to object ids (1, 2, ... per task), their labels and their scopes.
+
+    A scope is the annotation whose prompts made an object. Several annotators may prompt one task at once; each has
+    an annotation of their own, and LS tells the backend neither the user nor the annotation of an interactive
+    request, so a request's scope is found from its region ids: the scope of any region the ledger already knows
+    (our `sam2-<obj>-<frame>` masks included), else a new one. Regions seen together in one request or one saved
+    annotation belong to one annotation, so their scopes merge. An object made by one annotation's prompts is never
+    given another annotation's prompts, never answered to it, and caps count one scope's objects.
+    """
 
     labels: dict[int, str] = field(default_factory=dict)
-    by_key: dict[str, int] = field(default_factory=dict)  # instance label or video region id -> object
+    by_key: dict[str, int] = field(default_factory=dict)  # instance label (per scope) or video region id -> object
+    scopes: dict[int, int] = field(default_factory=dict)  # object -> scope (objects of our earlier prediction: none)
+    merged: dict[int, int] = field(default_factory=dict)  # scope -> the scope it was merged into
+    next_scope: int = 1
 
-    def new(self, label: str, key: str | None = None) -> int:
+    def new(self, label: str, key: str | None = None, scope: int | None = None) -> int:
         obj = max(self.labels, default=0) + 1
         self.labels[obj] = label
         if key is not None:
             self.by_key[key] = obj
+        if scope is not None:
+            self.scopes[obj] = scope
         return obj
+
+    # ---- scopes ----------------------------------------------------------------------------------
+    def new_scope(self) -> int:
+        self.next_scope += 1
+        return self.next_scope - 1
+
+    def resolve(self, scope: int) -> int:
+        while scope in self.merged:
+            scope = self.merged[scope]
+        return scope
+
+    def scope_of(self, obj: int) -> int | None:
+        scope = self.scopes.get(obj)
+        return None if scope is None else self.resolve(scope)
+
+    def in_scope(self, obj: int, scope: int | None) -> bool:
+        """Whether `obj` may take prompts of (or be answered to) `scope`: its own objects and unclaimed ones (ours
+        from an earlier prediction, before any prompt claimed them); None means every scope."""
+        own = self.scope_of(obj)
+        return scope is None or own is None or own == self.resolve(scope)
+
+    def claim(self, obj: int, scope: int | None) -> None:
+        if scope is not None and self.scope_of(obj) is None:
+            self.scopes[obj] = self.resolve(scope)
+
+    def merge(self, scopes: set[int]) -> int:
+        """One scope for regions seen together (the lowest number survives)."""
+        roots = {self.resolve(s) for s in scopes}
+        target = min(roots)
+        for s in roots - {target}:
+            self.merged[s] = target
+        return target
+
+    def snapshot(self) -> tuple:
+        return dict(self.labels), dict(self.by_key), dict(self.scopes), dict(self.merged), self.next_scope
+
+    def restore(self, snap: tuple) -> None:
+        labels, by_key, scopes, merged, self.next_scope = snap
+        self.labels, self.by_key, self.scopes, self.merged = dict(labels), dict(by_key), dict(scopes), dict(merged)
 
     def ensure(self, obj: int, label: str) -> int:
         self.labels.setdefault(obj, label)
         return obj
 
-    def of_label(self, label: str) -> list[int]:
-        return [o for o, lab in self.labels.items() if lab == label]
+    def of_label(self, label: str, scope: int | None = None) -> list[int]:
+        return [o for o, lab in self.labels.items() if lab == label and self.in_scope(o, scope)]
 
     def display(self, obj: int) -> str:
         """What the annotator reads in the region's meta text: `Car 2` (object 2, label Car)."""
@@ -96,6 +148,7 @@ class ObjectBook:
 
     def forget(self, obj: int) -> None:
         self.labels.pop(obj, None)
+        self.scopes.pop(obj, None)
         self.by_key = {k: v for k, v in self.by_key.items() if v != obj}
 
 
@@ -144,39 +197,44 @@ def _box_iou(box, mask: np.ndarray) -> float:
 
 
 def assign_object(region: Region, book: ObjectBook, masks_on: MaskLookup, *,
-                  unclaimed: list[int] | None = None) -> int:
+                  unclaimed: list[int] | None = None, scope: int | None = None) -> int:
     """The object a newly seen region prompts, creating it in `book` when the rule says so (module docstring).
 
     `unclaimed` (replay of a saved annotation while a session is rebuilt; `masks_on` then gives our earlier
     prediction): objects of that prediction no prompt has claimed yet. A region that would start an object rejoins
     the one its rectangle frames (box IoU >= 0.5), else the first unclaimed one of its label: prompts are replayed in
     the order they were drawn, which is the order their objects were numbered.
+
+    `scope` (see `ObjectBook`): the annotation the region belongs to; only its own objects (and unclaimed ones) are
+    candidates, and a new object belongs to it. None: every object is a candidate.
     """
     if isinstance(region, VideoRectRegion):
-        return book.by_key.get(region.id) or book.new(region.label, key=region.id)
+        return book.by_key.get(region.id) or book.new(region.label, key=region.id, scope=scope)
     if isinstance(region, BrushRegion):
         ours = parse_brush_region_id(region.id)
         if ours is not None:
             return book.ensure(ours[0], region.label)
     if split_instance_label(region.label)[1] is not None:
-        return book.by_key.get(region.label) or book.new(region.label, key=region.label)
-    candidates = {o: m for o, m in masks_on(region.frame).items() if book.labels.get(o) == region.label}
+        key = region.label if scope is None else f"{book.resolve(scope)}:{region.label}"
+        return book.by_key.get(key) or book.new(region.label, key=key, scope=scope)
+    candidates = {o: m for o, m in masks_on(region.frame).items()
+                  if book.labels.get(o) == region.label and book.in_scope(o, scope)}
     if isinstance(region, RectRegion):
         if unclaimed is not None:
             scores = sorted(((_box_iou(region.box_xyxy, m), o) for o, m in candidates.items()), reverse=True)
             if scores and scores[0][0] >= 0.5:
                 return scores[0][1]
-        return _new_or_unclaimed(region.label, book, unclaimed)
+        return _new_or_unclaimed(region.label, book, unclaimed, scope)
     if isinstance(region, KeypointRegion):
         inside = [o for o, m in candidates.items() if _contains(m, region.x, region.y)]
         if inside:
             return inside[0]
         if region.positive:
-            return _new_or_unclaimed(region.label, book, unclaimed)
+            return _new_or_unclaimed(region.label, book, unclaimed, scope)
         near = sorted((_distance(m, region.x, region.y), o) for o, m in candidates.items() if m.any())
         if near:
             return near[0][1]
-        same = book.of_label(region.label)
+        same = book.of_label(region.label, scope)
         if len(same) == 1:
             return same[0]
         raise BadRequest(f"negative keypoint '{region.id}' on frame {region.frame} is not on any '{region.label}' "
@@ -185,14 +243,14 @@ def assign_object(region: Region, book: ObjectBook, masks_on: MaskLookup, *,
     scores = sorted(((_overlap(region.mask, m), o) for o, m in candidates.items()), reverse=True)
     if scores and scores[0][0] > 0:
         return scores[0][1]
-    return _new_or_unclaimed(region.label, book, unclaimed)
+    return _new_or_unclaimed(region.label, book, unclaimed, scope)
 
 
-def _new_or_unclaimed(label: str, book: ObjectBook, unclaimed: list[int] | None) -> int:
+def _new_or_unclaimed(label: str, book: ObjectBook, unclaimed: list[int] | None, scope: int | None = None) -> int:
     for obj in unclaimed or ():
-        if book.labels.get(obj) == label:
+        if book.labels.get(obj) == label and book.in_scope(obj, scope):
             return obj
-    return book.new(label)
+    return book.new(label, scope=scope)
 
 
 class Ledger:
@@ -202,11 +260,13 @@ class Ledger:
         self.entries: dict[str, Entry] = {}
 
     def upsert(self, regions: Iterable[Region], book: ObjectBook, masks_on: MaskLookup,
-               is_correction: Callable[[BrushRegion], bool] = lambda r: True, *, replay: bool = False) -> list[str]:
+               is_correction: Callable[[BrushRegion], bool] = lambda r: True, *, replay: bool = False,
+               scope: int | None = None) -> list[str]:
         """Add or update prompt regions (keeping each known id's object); returns the ids that changed.
 
         Brush regions count as prompts only where `is_correction` says so (an unchanged predicted mask is output
         the annotator accepted, not a prompt). Video rectangles become one box entry per enabled keyframe.
+        `scope`: the annotation these regions belong to (see `scope_for`); new objects are made in it.
         """
         changed = []
         if replay:  # prompts first: they created the objects that corrections refer to
@@ -219,7 +279,9 @@ class Ledger:
             if replay:
                 claimed = {e.obj for e in self.entries.values()}
                 unclaimed = [o for o in sorted(book.labels) if o not in claimed]
-            obj = old.obj if old is not None else assign_object(region, book, masks_on, unclaimed=unclaimed)
+            obj = old.obj if old is not None else assign_object(region, book, masks_on, unclaimed=unclaimed,
+                                                                 scope=scope)
+            book.claim(obj, scope)
             for rid, entry in self._entries_of(region, obj):
                 prev = self.entries.get(rid)
                 if prev is None or not _same_entry(prev, entry):
@@ -232,12 +294,32 @@ class Ledger:
                     changed.append(rid)
         return changed
 
-    def remove_missing(self, present: Iterable[Region], rtype: str, label: str) -> list[str]:
-        """LS sends, in an interactive context, every region of one type and label: any other id of that type and
-        label the ledger holds was deleted in the editor. Returns the removed ids."""
+    def scope_for(self, region_ids: Iterable[str], book: ObjectBook, *, create: bool = True) -> int | None:
+        """The scope (annotation, see `ObjectBook`) of regions that arrive together: the scope of every one the
+        ledger knows, merged into one, else a new scope (None with `create=False`)."""
+        found = set()
+        for rid in region_ids:
+            if not isinstance(rid, str):
+                continue
+            entry = self._first_entry(rid)
+            ours = parse_brush_region_id(rid)
+            obj = entry.obj if entry is not None else (ours[0] if ours is not None else None)
+            scope = book.scope_of(obj) if obj is not None else None
+            if scope is not None:
+                found.add(scope)
+        if found:
+            return book.merge(found)
+        return book.new_scope() if create else None
+
+    def remove_missing(self, present: Iterable[Region], rtype: str, label: str, *, book: ObjectBook | None = None,
+                       scope: int | None = None) -> list[str]:
+        """LS sends, in an interactive context, every region of one type and label of the annotator's annotation:
+        any other id of that type and label the ledger holds for that annotation (`scope`) was deleted in the
+        editor; other annotations' regions stay. Returns the removed ids."""
         ids = {r.id for r in present}
         gone = [rid for rid, e in self.entries.items()
-                if e.rtype == rtype and e.label == label and rid.split("@")[0] not in ids]  # video: "<id>@<frame>"
+                if e.rtype == rtype and e.label == label and rid.split("@")[0] not in ids  # video: "<id>@<frame>"
+                and (book is None or book.in_scope(e.obj, scope))]
         for rid in gone:
             del self.entries[rid]
         return gone

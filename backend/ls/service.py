@@ -146,11 +146,15 @@ class TrackingService(TrackingCore):
         tid = taskio.task_id_of(task)
         with self.task_locks.hold(tid):
             entry = self._entry(task, shape)
-            job, _ = self._apply(entry, context, interactive=True)
+            mine = taskio.draft_region_ids(task)  # LS sends only the prompting user's drafts: their regions
+            job, _ = self._apply(entry, context, interactive=True, also=mine)
+            # the answer goes to one annotator: only their annotation's objects (LS keeps the other regions)
+            scope = entry.tracker.ledger.scope_for([r.get("id") for r in context if isinstance(r, dict)] + mine,
+                                                   entry.tracker.book)
         if job is not None:  # the clicked frame is ready now (sync); by default the click does not wait for more
             job.wait(max(0.0, min(deadline - time.monotonic(), self.settings.interactive_wait_s)))
         self.sessions.touch(tid)
-        return self._prediction(entry.tracker)
+        return self._prediction(entry.tracker, scope)
 
     def _batch_one(self, task: object, shape: TaskShape, deadline: float) -> dict:
         """Never raises: a task we cannot serve gets an empty result and a log line saying why."""
@@ -177,33 +181,38 @@ class TrackingService(TrackingCore):
             return {"result": [], "model_version": self.model.version}
 
     # ---- prompts -----------------------------------------------------------------------------
-    def _apply(self, entry: TaskEntry, raw: list, *, interactive: bool,
-               replay: bool = False) -> tuple[Job | None, bool]:
+    def _apply(self, entry: TaskEntry, raw: list, *, interactive: bool, replay: bool = False,
+               also: list[str] = (), groups: list[list[str]] | None = None) -> tuple[Job | None, bool]:
         """Fold LS results into the ledger, then push the changes into the engine (`TrackingCore._push`).
 
         Returns the job that produces the task's current result (None: nothing to track) and whether it is new.
-        If anything fails before the engine took the change, the ledger is put back as it was. The caller holds the
-        task's lock."""
+        If anything fails before the engine took the change, the ledger is put back as it was, so a retry of the
+        same request is a change again (never "unchanged" with the prompt lost). If the engine fails half-way, the
+        session is dropped and rebuilt from LS on the next request. Each annotation is a scope of its own
+        (`ObjectBook`): `also` holds more region ids of the request's annotation (the prompting user's draft), `groups`
+        the region ids of each annotation in `raw` (a rebuild replays an annotation and a draft, maybe two users').
+        The caller holds the task's lock."""
         tracker = entry.tracker
         regions = parse_regions(raw, tracker.shape, num_frames=tracker.num_frames, frame_size=tracker.size,
                                 skip_bad=not interactive)  # a saved annotation: one bad region must not block it
         regions = [strip_emitted(r, entry) for r in regions]
         with tracker.lock:
-            before = (dict(tracker.ledger.entries), dict(tracker.book.labels), dict(tracker.book.by_key),
-                      dict(tracker.prompt_regions))
+            before = tracker.snapshot()
 
             def rollback() -> None:
-                with tracker.lock:
-                    (tracker.ledger.entries, tracker.book.labels, tracker.book.by_key,
-                     tracker.prompt_regions) = (dict(before[0]), dict(before[1]), dict(before[2]), dict(before[3]))
+                tracker.restore(before)
             try:
                 masks_on = reference_masks(entry) if replay else tracker.masks_on
-                changed = tracker.ledger.upsert(regions, tracker.book, masks_on,
-                                                lambda r: is_correction(r, entry), replay=replay)
-                if interactive:
-                    for rtype, label in {(rtype_of(r), r.label) for r in regions}:
-                        changed += tracker.ledger.remove_missing(regions, rtype, label)
-                self._check_caps(tracker)
+                changed = []
+                for part in _parts(regions, groups):  # one annotation (scope) at a time
+                    scope = tracker.ledger.scope_for([r.id for r in part] + list(also), tracker.book)
+                    changed += tracker.ledger.upsert(part, tracker.book, masks_on, lambda r: is_correction(r, entry),
+                                                     replay=replay, scope=scope)
+                    if interactive:
+                        for rtype, label in {(rtype_of(r), r.label) for r in part}:
+                            changed += tracker.ledger.remove_missing(part, rtype, label, book=tracker.book,
+                                                                     scope=scope)
+                    self._check_caps(tracker, scope)
             except Exception:  # nothing reached the engine yet: put the ledger back as it was
                 rollback()
                 raise
@@ -213,8 +222,17 @@ class TrackingService(TrackingCore):
                     tracker.prompt_regions[res["id"]] = dict(res, origin="prediction")
         return self._push(entry, changed, rollback, replay=replay)
 
-    def _prediction(self, tracker: TaskTracker) -> dict:
-        return {"result": tracker.results(), "model_version": self.model.version}
+    def _check_caps(self, tracker: TaskTracker, scope: int | None = None) -> None:
+        """MAX_OBJECTS and MAX_POINTS count what one annotation (`scope`) asks for; MAX_TASK_OBJECTS bounds the
+        objects of all annotators of the task that the engine holds at once."""
+        prompts = tracker.ledger.prompts()
+        mine = {k: p for k, p in prompts.items() if tracker.book.in_scope(k[0], scope)}
+        self.limits.check_objects(len({obj for obj, _ in mine}), tracker.task_id)
+        self.limits.check_points(sum(len(p.points) + (p.box is not None) for p in mine.values()), tracker.task_id)
+        self.limits.check_task_objects(len({obj for obj, _ in prompts}), tracker.task_id)
+
+    def _prediction(self, tracker: TaskTracker, scope: int | None = None) -> dict:
+        return {"result": tracker.results(scope), "model_version": self.model.version}
 
     def _write(self, job: Job, final: bool) -> None:
         """Create or update this model version's one prediction for the task in LS (runs on the job's thread,
@@ -255,7 +273,7 @@ class TrackingService(TrackingCore):
         stored = taskio.prompt_results(task) if created else []
         if stored:
             try:  # an old bad region must not block new prompts: skip it (logged), keep the rest
-                self._apply(entry, stored, interactive=False, replay=True)
+                self._apply(entry, stored, interactive=False, replay=True, groups=taskio.prompt_groups(task))
             except (*_REPLAY_ERRORS, LimitExceeded) as e:
                 logger.warning("task %s: the saved annotation could not be replayed (%s); continuing without it",
                                tid, e)
@@ -275,3 +293,15 @@ def _usable(results: object) -> list[dict]:
     """The results that could be regions of a control: objects whose type and from_name are strings."""
     return [r for r in results if isinstance(r, dict) and isinstance(r.get("type"), str)
             and isinstance(r.get("from_name"), str)] if isinstance(results, list) else []
+
+
+def _parts(regions: list, groups: list[list[str]] | None) -> list[list]:
+    """`regions` split by the annotation (or draft) whose ids `groups` lists, in that order; a region goes with the
+    first group holding its id (a draft of the same annotation then shares its scope through the ids anyway)."""
+    if not groups:
+        return [regions]
+    parts: list[list] = [[] for _ in range(len(groups) + 1)]
+    sets = [set(g) for g in groups]
+    for r in regions:
+        parts[next((i for i, s in enumerate(sets) if r.id in s), len(groups))].append(r)
+    return [p for p in parts if p]

@@ -98,3 +98,21 @@ def has_prompt_tools(results: list[dict], shape: TaskShape) -> bool:
     names = ({shape.keypoint_name, shape.rect_name, shape.brush_name} - {None} if isinstance(shape, FramesShape)
              else {shape.rect_name})
     return any(r.get("from_name") in names for r in results)
+
+
+def draft_region_ids(task: Mapping) -> list[str]:
+    """Region ids of the task's latest draft. In an interactive request LS sends only the prompting user's drafts,
+    so these regions are that user's (their annotation in progress, as the editor last autosaved it)."""
+    latest = _latest(task.get("drafts"))
+    return [r["id"] for r in (latest or {}).get("result", []) if isinstance(r, dict) and isinstance(r.get("id"), str)]
+
+
+def prompt_groups(task: Mapping) -> list[list[str]]:
+    """Region ids of what `prompt_results` reads, per source: [latest annotation's, latest draft's]. They may be two
+    users' work, so a rebuild keeps them apart (each is a scope of its own unless they share regions)."""
+    out = []
+    for key in ("annotations", "drafts"):
+        latest = _latest(task.get(key))
+        out.append([r["id"] for r in (latest or {}).get("result", []) if isinstance(r, dict)
+                    and isinstance(r.get("id"), str)])
+    return out

@@ -170,18 +170,33 @@ class TaskTracker:
         return out
 
     # ---- engine output -> LS results -----------------------------------------------------------
-    def results(self) -> list[dict]:
+    def results(self, scope: int | None = None) -> list[dict]:
         """LS results for everything tracked so far: brush masks per object and frame, or one videorectangle per
-        object (frames tasks / video tasks)."""
+        object (frames tasks / video tasks). `scope`: only one annotation's objects and prompts (an interactive
+        answer goes to one annotator); None: every object (the task's prediction)."""
         with self.lock:
             if isinstance(self.shape, FramesShape):
-                return self._brush_results(self.shape)
-            return self._video_results(self.shape)
+                return self._brush_results(self.shape, scope)
+            return self._video_results(self.shape, scope)
 
-    def _brush_results(self, shape: FramesShape) -> list[dict]:
+    def snapshot(self) -> tuple:
+        """What a request may change before the engine takes it (ledger, objects, echoed prompts), to roll back."""
+        with self.lock:
+            return dict(self.ledger.entries), self.book.snapshot(), dict(self.prompt_regions)
+
+    def restore(self, snap: tuple) -> None:
+        with self.lock:
+            entries, book, prompts = snap
+            self.ledger.entries, self.prompt_regions = dict(entries), dict(prompts)
+            self.book.restore(book)
+
+    def _brush_results(self, shape: FramesShape, scope: int | None = None) -> list[dict]:
         w, h = self.size
-        out = [r for rid, r in self.prompt_regions.items() if rid in self.ledger.entries]
+        out = [r for rid, r in self.prompt_regions.items()
+               if rid in self.ledger.entries and self.book.in_scope(self.ledger.entries[rid].obj, scope)]
         for obj, frame in sorted(self.packed, key=lambda k: (k[1], k[0])):
+            if not self.book.in_scope(obj, scope):
+                continue
             res = self._rendered.get((obj, frame))
             if res is None:
                 mask = self.mask(obj, frame)
@@ -195,11 +210,13 @@ class TaskTracker:
             out.append(dict(res, value=dict(res["value"], rle=list(res["value"]["rle"]))))
         return out
 
-    def _video_results(self, shape: VideoShape) -> list[dict]:
+    def _video_results(self, shape: VideoShape, scope: int | None = None) -> list[dict]:
         w, h = self.size
         region_of = {obj: key for key, obj in self.book.by_key.items()}
         out = []
         for obj in sorted(self.book.labels):
+            if not self.book.in_scope(obj, scope):
+                continue
             boxes = {}
             for frame in sorted(self.tracked_frames(obj)):
                 prompt = self.applied.get((obj, frame))

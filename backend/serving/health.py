@@ -7,6 +7,11 @@ threads' Python work (measured under load: p99 337 ms). So `HealthServer` writes
 into a small file every second, and a separate process (`backend.serving.healthd`) answers GET /health on
 HEALTH_PORT from it, 503 when the heartbeat is older than 15 s (the backend process is wedged). LS keeps calling
 /health on the main port.
+
+A separate process is not enough on busy cores either: at the same CPU priority as the engine it waits for a core
+like any OpenVINO thread, and where the kernel shares CPU per session (autogroup) it pays for the worker's use of
+that session's share. So the health process runs in a session of its own, and the gunicorn worker lowers its own
+priority once the health process is started (`backend.serving.priority`, WORKER_NICE; see _wsgi.py).
 """
 from __future__ import annotations
 
@@ -54,7 +59,10 @@ class HealthServer:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "backend.serving.healthd", "--port", str(self.port), "--state",
                  str(self.state_file), "--parent", str(os.getpid()), "--stale-s", str(self.stale_s)],
-                cwd=Path(__file__).resolve().parents[2], stdin=subprocess.DEVNULL)
+                cwd=Path(__file__).resolve().parents[2], stdin=subprocess.DEVNULL,
+                # a session of its own: where the kernel groups CPU time per session (autogroup, on by default on
+                # most Linux hosts), the worker's busy group must not make a probe wait for its share
+                start_new_session=True)
         except OSError as e:
             logger.error("HEALTH_PORT=%s: cannot start the health process (%s); /health on the main port still "
                          "answers", self.port, e)
@@ -70,7 +78,16 @@ class HealthServer:
         os.replace(tmp, self.state_file)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        wait_loaded = getattr(self.model, "wait_loaded", None)
+        while True:
+            if self.model.state == "loading" and wait_loaded is not None:
+                # beat as soon as the load ends: HEALTH_PORT must not answer 503 LOADING for up to an interval
+                # after the main port says UP (seen in tests/load: the first probes of a run)
+                wait_loaded(self.interval_s)
+                if self._stop.is_set():
+                    return
+            elif self._stop.wait(self.interval_s):
+                return
             try:
                 self._beat()
             except OSError as e:  # the health process turns a stale heartbeat into a 503

@@ -4,6 +4,11 @@ The backend writes its health (the model state, plus a heartbeat time) into a sm
 process answers `GET /health` on HEALTH_PORT from that file. A heartbeat older than `--stale-s` means the backend
 process is wedged: 503 saying so. It exits when the backend process is gone.
 
+Every answer carries `Server-Timing: health;dur=<ms>`: the time from accepting the connection to writing the answer
+in this process, so a slow probe can be split into this process's part and the rest (scheduling of the prober,
+the network). The backend starts it in a session of its own and at a higher CPU priority than its own worker (see
+`backend.serving.health`): a probe must not queue behind the engine's threads.
+
     python -m backend.serving.healthd --port 9091 --state /data/health.json --parent <pid>
 """
 from __future__ import annotations
@@ -30,11 +35,24 @@ def _answer(state_file: Path, stale_s: float) -> tuple[int, bytes]:
     return status, json.dumps(state).encode()
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, *args, **kwargs):
+        self.accepted: dict[int, float] = {}  # socket fd -> when it was accepted (perf_counter)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address):
+        self.accepted[request.fileno()] = time.perf_counter()
+        super().process_request(request, client_address)
+
+
 def serve(port: int, state_file: Path, parent: int, stale_s: float, host: str = "0.0.0.0") -> None:
     class Handler(BaseHTTPRequestHandler):
         timeout = 5.0
 
         def do_GET(self):  # noqa: N802
+            t0 = self.server.accepted.pop(self.connection.fileno(), None)
             if self.path.split("?")[0] not in ("/health", "/"):
                 status, data = 404, b'{"error": "only GET /health is served on this port"}'
             else:
@@ -42,8 +60,14 @@ def serve(port: int, state_file: Path, parent: int, stale_s: float, host: str = 
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            if t0 is not None:
+                self.send_header("Server-Timing", f"health;dur={(time.perf_counter() - t0) * 1000:.2f}")
             self.end_headers()
             self.wfile.write(data)
+
+        def finish(self):
+            self.server.accepted.pop(self.connection.fileno(), None)  # a connection that sent no GET
+            super().finish()
 
         def log_message(self, fmt, *args):
             pass
@@ -51,13 +75,12 @@ def serve(port: int, state_file: Path, parent: int, stale_s: float, host: str = 
     deadline = time.monotonic() + 60
     while True:  # a restarting backend's previous health process may still hold the port for a moment
         try:
-            server = ThreadingHTTPServer((host, port), Handler)
+            server = _Server((host, port), Handler)
             break
         except OSError:
             if time.monotonic() > deadline or not _alive(parent):
                 raise
             time.sleep(0.5)
-    server.daemon_threads = True
 
     def watch_parent():
         while _alive(parent):

@@ -8,11 +8,17 @@ Variables (defaults in brackets):
 - MAX_BODY_MB [64]: largest request body; bigger -> 413 before it is read.
 - BODY_TIMEOUT_S [30]: the whole request body must arrive within this time (a client dripping its body would
   otherwise hold a request thread forever) -> 408.
+- HEADER_TIMEOUT_S [10]: the request line and headers must arrive within this time (a client dripping its headers
+  would otherwise hold a gunicorn thread forever; see backend.serving.gworker) -> 408 and the connection closed.
 - MAX_JSON_DEPTH [64]: deepest nesting of arrays/objects in a JSON body (LS sends < 10) -> 400.
-- MAX_OBJECTS [32]: tracked objects per task -> 400.
-- MAX_POINTS [256]: keypoint and box prompts per task -> 400.
+- MAX_OBJECTS [32]: tracked objects one annotation asks for on a task (several annotators on one task each have
+  their own) -> 400.
+- MAX_POINTS [256]: keypoint and box prompts of one annotation on a task -> 400.
+- MAX_TASK_OBJECTS [128]: objects of all annotations of one task held at once -> 400.
 - MAX_FRAMES [20000]: frames per task (checked on the frame list before any download, on the video after opening).
-- MAX_FRAME_PIXELS [8294400 = 3840 x 2160]: width x height of a task's frames -> 400.
+- MAX_FRAME_PIXELS [8294400 = 3840 x 2160]: the largest frame (width x height) the backend tracks: a work cap (encoder
+  input, masks and memory grow with it) -> 400. The media decoder's own guard against decompression bombs is
+  MEDIA_DECODE_MAX_PIXELS [8K] (backend.settings.media_from_env), checked first, from the file header.
 - TASK_LOCK_WAIT_S [30]: how long a request waits for another request on the same task -> 409 with Retry-After.
 - SESSION_MAX_MB [2048], SESSION_TTL_S [3600]: bytes of tracked masks kept over all task sessions, idle lifetime.
 - WEBHOOK_SECRET: a shared secret LS sends in the `X-Webhook-Secret` header (webhooks configured with headers);
@@ -22,6 +28,9 @@ Variables (defaults in brackets):
 - LS_WRITE_RETRY_S [300]: how long a job keeps retrying a failed prediction write (backoff 1 s doubling to 30 s).
 - HEALTH_PORT [0 = off; docker/entrypoint.sh sets 9091]: a dedicated /health process (see backend.serving.health),
   answering while every request thread is busy.
+- WORKER_NICE [10; 0 = off, at most 19]: with HEALTH_PORT on, the worker process (engine, request and job threads) runs
+  at this nice value, the /health process at the normal one, so a probe never queues behind the engine on busy
+  cores (see backend.serving.priority).
 """
 from __future__ import annotations
 
@@ -59,8 +68,10 @@ class Limits:
     max_body_bytes: int = 64 << 20
     max_json_depth: int = 64
     body_timeout_s: float = 30.0
+    header_timeout_s: float = 10.0
     max_objects: int = 32
     max_points: int = 256
+    max_task_objects: int = 128
     max_frames: int = 20000
     max_frame_pixels: int = 3840 * 2160
     task_lock_wait_s: float = 30.0
@@ -72,6 +83,7 @@ class Limits:
     webhook_queue_max: int = 256
     ls_write_retry_s: float = 300.0
     health_port: int = 0
+    worker_nice: int = 10
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Limits:
@@ -88,8 +100,10 @@ class Limits:
             max_body_bytes=int(_num(env, "MAX_BODY_MB", 64, minimum=0.001) * (1 << 20)),
             max_json_depth=i("MAX_JSON_DEPTH", cls.max_json_depth, 2),
             body_timeout_s=_num(env, "BODY_TIMEOUT_S", cls.body_timeout_s, minimum=0.1),
+            header_timeout_s=_num(env, "HEADER_TIMEOUT_S", cls.header_timeout_s, minimum=1.0),
             max_objects=i("MAX_OBJECTS", cls.max_objects),
             max_points=i("MAX_POINTS", cls.max_points),
+            max_task_objects=i("MAX_TASK_OBJECTS", cls.max_task_objects),
             max_frames=i("MAX_FRAMES", cls.max_frames),
             max_frame_pixels=i("MAX_FRAME_PIXELS", cls.max_frame_pixels),
             task_lock_wait_s=_num(env, "TASK_LOCK_WAIT_S", cls.task_lock_wait_s, minimum=0.0),
@@ -101,6 +115,7 @@ class Limits:
             webhook_queue_max=i("WEBHOOK_QUEUE_MAX", cls.webhook_queue_max),
             ls_write_retry_s=_num(env, "LS_WRITE_RETRY_S", cls.ls_write_retry_s, minimum=0.0),
             health_port=port,
+            worker_nice=min(i("WORKER_NICE", cls.worker_nice, 0), 19),
         )
 
     # ---- checks (each raises LimitExceeded naming the setting) ----------------------------------------------------
@@ -111,15 +126,22 @@ class Limits:
 
     def check_frame_size(self, width: int, height: int, task_id: object) -> None:
         if width * height > self.max_frame_pixels:
-            raise LimitExceeded(f"task {task_id} has {width}x{height} frames, more than MAX_FRAME_PIXELS="
-                                f"{self.max_frame_pixels} pixels; downscale the media or raise MAX_FRAME_PIXELS")
+            raise LimitExceeded(f"task {task_id} has {width}x{height} frames, larger than the backend tracks "
+                                f"(MAX_FRAME_PIXELS={self.max_frame_pixels} pixels, a work cap); downscale the media "
+                                "or raise MAX_FRAME_PIXELS")
 
     def check_objects(self, n: int, task_id: object) -> None:
         if n > self.max_objects:
-            raise LimitExceeded(f"task {task_id} would track {n} objects, more than MAX_OBJECTS={self.max_objects}; "
-                                "delete some regions or raise MAX_OBJECTS")
+            raise LimitExceeded(f"task {task_id}: this annotation would track {n} objects, more than "
+                                f"MAX_OBJECTS={self.max_objects}; delete some regions or raise MAX_OBJECTS")
+
+    def check_task_objects(self, n: int, task_id: object) -> None:
+        if n > self.max_task_objects:
+            raise LimitExceeded(f"task {task_id} would hold {n} objects over all its annotations, more than "
+                                f"MAX_TASK_OBJECTS={self.max_task_objects}; delete regions in some annotations or "
+                                "raise MAX_TASK_OBJECTS")
 
     def check_points(self, n: int, task_id: object) -> None:
         if n > self.max_points:
-            raise LimitExceeded(f"task {task_id} has {n} keypoint/box prompts, more than MAX_POINTS="
+            raise LimitExceeded(f"task {task_id}: this annotation has {n} keypoint/box prompts, more than MAX_POINTS="
                                 f"{self.max_points}; delete some or raise MAX_POINTS")

@@ -64,7 +64,8 @@ class MediaSettings:
 
     Sizes are bytes; `timeout_s` is seconds per connect and per read, `total_timeout_s` the seconds one download
     (redirects included) may take in all and how long a request waits for another's download of the same file.
-    `max_frame_pixels` caps width x height of a frame; `max_video_frames` caps the frames of one video.
+    `max_frame_pixels` (MEDIA_DECODE_MAX_PIXELS) caps width x height of a frame the decoder opens (decompression
+    bombs; the work cap on tracked frames is `Limits.max_frame_pixels`); `max_video_frames` caps the frames of a video.
     `allowed_hosts` entries: `host`, `host:port`, `*.domain` (any subdomain) or `*` (any host); the LS origin is
     always allowed (for its media paths) and needs no entry.
     """
@@ -86,7 +87,7 @@ class MediaSettings:
                                  ("max_file_bytes", self.max_file_bytes, "MEDIA_MAX_FILE_MB"),
                                  ("timeout_s", self.timeout_s, "MEDIA_TIMEOUT_S"),
                                  ("total_timeout_s", self.total_timeout_s, "MEDIA_TOTAL_TIMEOUT_S"),
-                                 ("max_frame_pixels", self.max_frame_pixels, "MEDIA_MAX_FRAME_PIXELS"),
+                                 ("max_frame_pixels", self.max_frame_pixels, "MEDIA_DECODE_MAX_PIXELS"),
                                  ("max_video_frames", self.max_video_frames, "MEDIA_MAX_VIDEO_FRAMES")):
             if not value > 0:
                 raise ValueError(f"{var} must be positive (MediaSettings.{name}={value!r}); set it or unset it.")

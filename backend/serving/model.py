@@ -81,6 +81,10 @@ class ModelHolder:
         finally:
             self._ready.set()
 
+    def wait_loaded(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for the load to end (ready or failed); whether it has."""
+        return self._ready.wait(timeout)
+
     @property
     def state(self) -> str:
         if not self._ready.is_set():

@@ -113,11 +113,6 @@ class TrackingCore:
             plan = tracker.passes(start)
         return self.jobs.start(tracker, plan, self._write), True
 
-    def _check_caps(self, tracker: Any) -> None:
-        prompts = tracker.ledger.prompts()
-        self.limits.check_objects(len({obj for obj, _ in prompts}), tracker.task_id)
-        self.limits.check_points(sum(len(p.points) + (p.box is not None) for p in prompts.values()), tracker.task_id)
-
     def _replay(self, entry: Any, fixes: list[int]) -> Job:
         """Rebuild in the order the annotation was most likely made: prompts, propagate, then each correction
         (by frame) and forward from it, so frames before a correction come out as they were when it was made."""
