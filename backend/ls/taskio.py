@@ -103,7 +103,7 @@ def has_prompt_tools(results: list[dict], shape: TaskShape) -> bool:
 def draft_region_ids(task: Mapping) -> list[str]:
     """Region ids of the task's latest draft. In an interactive request LS sends only the prompting user's drafts,
     so these regions are that user's (their annotation in progress, as the editor last autosaved it)."""
-    latest = _latest(task.get("drafts"))
+    latest = latest_of(task.get("drafts"))
     return [r["id"] for r in (latest or {}).get("result", []) if isinstance(r, dict) and isinstance(r.get("id"), str)]
 
 
@@ -112,7 +112,7 @@ def prompt_groups(task: Mapping) -> list[list[str]]:
     users' work, so a rebuild keeps them apart (each is a scope of its own unless they share regions)."""
     out = []
     for key in ("annotations", "drafts"):
-        latest = _latest(task.get(key))
+        latest = latest_of(task.get(key))
         out.append([r["id"] for r in (latest or {}).get("result", []) if isinstance(r, dict)
                     and isinstance(r.get("id"), str)])
     return out
