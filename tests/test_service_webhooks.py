@@ -101,6 +101,9 @@ def test_cycling_task_ids_is_bounded_by_the_token_bucket():
         n, elapsed = len(handled), time.monotonic() - t0
         # at most the burst (10 = rate / 6) + 1 a second; never the 100 queued (the other 400 were dropped)
         assert 1 <= n <= 10 + elapsed + 1, (n, elapsed)
-        assert gate.dropped == 400 and gate.pending() == 100 - n
+        # the queue holds at most 100; the rest were dropped, nothing lost unaccounted (the gate may drain a few
+        # while the 500 are submitted, so exactly 400 drops is not guaranteed)
+        assert gate.pending() <= 100 and gate.dropped >= 400 - n
+        assert gate.dropped + n + gate.pending() == 500
     finally:
         gate.stop()
