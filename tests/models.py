@@ -41,6 +41,7 @@ def export_dir(image_size: int, precision: str, seed: int = 0, bias: float | Non
     return out
 
 
+EDGETAM_OBJECT_SCORE_BIAS = 10.0  # seed-0 EdgeTAM scores every object absent; with this bias objects are present
 EDGETAM_PYTHON = Path(os.environ.get("EDGETAM_PYTHON", ROOT / ".venv-edgetam" / "bin" / "python"))
 
 

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def model_128_f32():
     """The name the imported tests ask for; here EdgeTAM's export (the smallest size its perceiver allows)."""
-    path = models.export_dir(256, "f32", model="edgetam")
+    path = models.export_dir(256, "f32", bias=models.EDGETAM_OBJECT_SCORE_BIAS, model="edgetam")  # objects present
     assert models.manifest(path)["memory"]["layout"] == "tokens"
     return path
 

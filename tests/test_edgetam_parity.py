@@ -92,7 +92,10 @@ BF16_SCENARIOS = ["box_forward", "click_correction_on_tracked_frame"]
 
 @pytest.fixture(scope="module")
 def edgetam_model() -> Path:
-    return models.export_dir(SIZE, "f32", model="edgetam")
+    # seed 0 random weights give EdgeTAM a negative object score on every prompt (every mask is "absent", -1024,
+    # and every scenario uninformative); a +10 bias on the object-score head makes objects present (masks still
+    # follow the prompts: the mask logits do not depend on the bias). See EDGETAM_OBJECT_SCORE_BIAS in tests/models.py.
+    return models.export_dir(SIZE, "f32", bias=models.EDGETAM_OBJECT_SCORE_BIAS, model="edgetam")
 
 
 @pytest.fixture(scope="module")
