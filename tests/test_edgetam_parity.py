@@ -56,7 +56,6 @@ def scenarios(root: Path) -> dict:
     return {
         "box_forward": ("cup", N, FORK, [Box(0, 1, A), Propagate()], {}),
         "points_with_negative": ("box", N, FORK, [Points(0, 1, ((0.25, 0.3), (0.4, 0.45)), (1, 0)), Propagate()], {}),
-        "mask_prompt_forward": ("cup", N, FORK, [Mask(0, 1, _mask(root, "cup", 0), u8=True), Propagate()], {}),
         "backward_from_middle": ("box", N, FORK, [Box(MID, 1, A2), Propagate(start=MID, reverse=True)], {}),
         "mask_correction_then_forward": ("cup", N, FORK, [
             Box(0, 1, A), Propagate(), Mask(MID, 1, _mask(root, "cup", MID)), Propagate(start=MID)], {}),
