@@ -41,14 +41,27 @@ def export_dir(image_size: int, precision: str, seed: int = 0, bias: float | Non
     return out
 
 
+EDGETAM_OBJECT_SCORE_BIAS = 10.0  # seed-0 EdgeTAM scores every object absent; with this bias objects are present
+EDGETAM_PYTHON = Path(os.environ.get("EDGETAM_PYTHON", ROOT / ".venv-edgetam" / "bin" / "python"))
+
+
+def python_for(model: str) -> str:
+    """The interpreter whose `sam2` builds this model: EdgeTAM's fork lives in its own venv
+    (scripts/install_edgetam_export.sh), every SAM 2.1 model in this one."""
+    return str(EDGETAM_PYTHON) if model == "edgetam" else sys.executable
+
+
 def _export(out: Path, model: str, seed: int, image_size: int, precision: str, bias: float | None) -> None:
-    cmd = [sys.executable, "-m", "model_export", "--model", model, "--random-init", "--seed", str(seed),
+    cmd = [python_for(model), "-m", "model_export", "--model", model, "--random-init", "--seed", str(seed),
            "--image-size", str(image_size), "--precision", precision, "--out", str(out)]
     if bias is not None:
         cmd += ["--random-object-bias", str(bias)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    verify = model == "edgetam" and precision == "f32"  # the folder tests/test_edgetam_export.py reads its rows from
+    proc = subprocess.run(cmd + ["--verify"] * verify, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"export failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
+    if verify:
+        (out / "verify.log").write_text(proc.stdout)
 
 
 def manifest(path: Path) -> dict:
@@ -71,7 +84,27 @@ def build_oracle(path: Path, **overrides):
     if weights_fingerprint(model) != w["fingerprint"]:
         raise AssertionError("oracle weights differ from the exported ones (fingerprint mismatch)")
     _float_memories(model)
+    _perceiver_per_object(model)
     return model
+
+
+def _perceiver_per_object(model) -> None:
+    """Work around an EdgeTAM fork bug: its perceiver's `forward_2d` does `expand(B, ...).view(...)`, which fails
+    for more than one object in a batch (so its predictor cannot track two objects prompted on the same frame).
+    Running it one object at a time gives exactly the per-object results (objects never mix in it)."""
+    p = getattr(model, "spatial_perceiver", None)
+    if p is None:
+        return
+    import types
+
+    import torch
+    one = type(p).forward_2d
+
+    def per_object(self, x):
+        outs = [one(self, x[i:i + 1]) for i in range(x.shape[0])]
+        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+    p.forward_2d = types.MethodType(per_object, p)
 
 
 def _float_memories(model) -> None:
@@ -82,8 +115,7 @@ def _float_memories(model) -> None:
     attn = model.memory_attention
     forward = attn.forward
 
-    def float_forward(curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0):
-        return forward(curr=curr, memory=memory.float(), curr_pos=curr_pos, memory_pos=memory_pos.float(),
-                       num_obj_ptr_tokens=num_obj_ptr_tokens)
+    def float_forward(curr, memory, curr_pos=None, memory_pos=None, **kw):  # kw: EdgeTAM's num_spatial_mem too
+        return forward(curr=curr, memory=memory.float(), curr_pos=curr_pos, memory_pos=memory_pos.float(), **kw)
 
     attn.forward = float_forward

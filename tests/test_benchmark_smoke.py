@@ -96,3 +96,26 @@ def test_attention_benchmark_runs_and_both_forms_agree(tmp_path):
     assert "Subgraph" in r["executed_kernels"]["shipped"]  # the CPU plugin fused attention into its MHA kernel
     assert set(r["objects"]) == {"1", "2"}
     assert set(r["objects"]["2"]) == {"sequential", "batched", "two_1thread_requests"}
+
+
+@pytest.mark.timeout(900)
+def test_benchmark_runs_edgetam_against_its_own_torch_predictor(clips_dir, tmp_path):
+    """--model edgetam: EdgeTAM's torch predictor runs in .venv-edgetam (the report says so), the engine in this
+    venv, on the same frames; the f32 engine agrees with it."""
+    if not models.EDGETAM_PYTHON.exists():
+        pytest.skip(f"!!! EdgeTAM venv missing ({models.EDGETAM_PYTHON}): run scripts/install_edgetam_export.sh !!!")
+    models.export_dir(256, "f32", model="edgetam")
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "benchmark.py"), "--clip", str(clips_dir / "box.mp4"),
+                           "--model", "edgetam", "--image-size", "256", "--frames", str(FRAMES), "--objects", "1",
+                           "--backends", "torch,engine_f32", "--clicks", "1", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=840)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["config"]["model"] == "edgetam" and set(report["backends"]) == {"torch", "engine_f32"}
+    assert "edgetam-dimos" in report["backends"]["torch"]["versions"]
+    assert "edgetam-dimos" not in report["backends"]["engine_f32"]["versions"]
+    for phase in ("1obj/first", "1obj/repropagate"):
+        v = report["backends"]["engine_f32"]["phases"][phase]["vs_torch"]
+        assert v["iou_min"] >= 0.97 and v["empty_pairs"] < v["pairs"], f"{phase}: {v}"
+    assert report["backends"]["engine_f32"]["phases"]["1obj/first"]["steady_frames"] == FRAMES - 7

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .model import TrackerConfig
+from .model import MemoryLayout, TrackerConfig
 from .numerics import from_bf16, sine_pe_1d
 
 
@@ -88,7 +88,8 @@ def plan_memory(frame: int, cond_frames: Sequence[int], has_non_cond: Callable[[
 class MemoryInputs:
     """Inputs of the memory-attention graph for one object (batch dimension added by the caller).
 
-    mem/mem_pos: [n*hw, mem_dim]; ptr/ptr_pos: [p*k, mem_dim] with k = hidden // mem_dim tokens per pointer.
+    mem/mem_pos: [n*T, mem_dim] (T tokens per memory frame: h*w for SAM 2.1, the perceiver's for EdgeTAM);
+    ptr/ptr_pos: [p*k, mem_dim] with k = hidden // mem_dim tokens per pointer.
     """
 
     mem: np.ndarray
@@ -111,22 +112,25 @@ def pointer_pos_enc(distances: Sequence[int], max_ptrs: int, cfg: TrackerConfig,
 
 def gather_memory(plan: MemoryPlan, maskmem_of: Callable[[int, int], np.ndarray | None],
                   obj_ptr_of: Callable[[int], np.ndarray], cfg: TrackerConfig, constants: dict,
-                  num_frames: int) -> MemoryInputs:
+                  num_frames: int, layout: MemoryLayout | None = None) -> MemoryInputs:
     """Stack the planned memories into graph inputs.
 
-    maskmem_of(t_pos, frame) returns the frame's spatial memory (bf16 bits [mem_dim, h, w]) or None
-    when it is no longer available (then the frame is skipped, as sam2 skips missing frames);
-    obj_ptr_of(frame) returns the object pointer [hidden].
+    maskmem_of(t_pos, frame) returns the frame's memory as bf16 bits (`layout.shape`: [mem_dim, h, w] or
+    [T, mem_dim]) or None when it is no longer available (then the frame is skipped, as sam2 skips missing
+    frames); obj_ptr_of(frame) returns the object pointer [hidden]. layout: the model's memory layout (None:
+    SAM 2.1's spatial maps, their position encoding read from `constants`).
     """
     tpos = constants["maskmem_tpos_enc"]
-    spatial_pos = constants["maskmem_pos_enc"].reshape(cfg.mem_dim, -1).T  # [hw, mem_dim]
+    if layout is None:
+        pos = constants["maskmem_pos_enc"]
+        layout = MemoryLayout("spatial", pos[0].size, cfg.mem_dim, pos.reshape(cfg.mem_dim, -1).T)
     mems, poss = [], []
     for t_pos, frame in plan.spatial:
         m = maskmem_of(t_pos, frame)
         if m is None:
             continue
-        mems.append(from_bf16(m).reshape(cfg.mem_dim, -1).T)
-        poss.append(spatial_pos + tpos[cfg.num_maskmem - t_pos - 1])
+        mems.append(layout.tokens(from_bf16(m)))
+        poss.append(layout.pos_enc + tpos[cfg.num_maskmem - t_pos - 1])
     k = cfg.hidden_dim // cfg.mem_dim
     if plan.pointers:
         ptrs = np.stack([obj_ptr_of(t) for _, t in plan.pointers]).astype(np.float32)

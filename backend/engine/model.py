@@ -1,4 +1,12 @@
-"""An exported model on disk: `manifest.json` + `constants.npz` + five IR graphs, read and validated once."""
+"""An exported model on disk: `manifest.json` + `constants.npz` + five IR graphs, read and validated once.
+
+Two model families run on the same engine; what differs between them is data read here:
+- format 1 (SAM 2.1): a memory frame is a spatial map [mem_dim, S/16, S/16] whose position encoding
+  `maskmem_pos_enc` is [mem_dim, S/16, S/16];
+- format 2 (EdgeTAM, `memory.layout: tokens`): the memory encoder's perceiver compresses a memory frame to
+  `tokens_per_frame` tokens [T, mem_dim] with their own position encoding `maskmem_pos_enc` [T, mem_dim].
+Both are described by `MemoryLayout`; the memory-attention graph takes either as a token sequence.
+"""
 from __future__ import annotations
 
 import json
@@ -10,7 +18,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_FORMAT = 1
+SUPPORTED_FORMATS = (1, 2)
 GRAPHS = ("image_encoder", "prompt_decoder", "memory_encoder", "memory_attention", "mask_prompt")
 
 
@@ -65,6 +73,59 @@ class TrackerConfig:
         return cls(**{n: d[n] for n in names})
 
 
+@dataclass(frozen=True)
+class MemoryLayout:
+    """How one object's memory of one frame is stored and fed to memory attention.
+
+    layout: "spatial" (SAM 2.1: a [mem_dim, h, w] map, h = w = S/16, read as h*w tokens) or "tokens"
+    (EdgeTAM: [tokens_per_frame, mem_dim] from the perceiver). pos_enc: the spatial position encoding of
+    every token [tokens_per_frame, mem_dim]; the temporal encoding of the memory's slot is added on top.
+    """
+
+    layout: str
+    tokens_per_frame: int
+    token_dim: int
+    pos_enc: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of one stored memory (what the memory encoder returns per object)."""
+        if self.layout == "spatial":
+            side = int(round(self.tokens_per_frame ** 0.5))
+            return (self.token_dim, side, side)
+        return (self.tokens_per_frame, self.token_dim)
+
+    def tokens(self, memory: np.ndarray) -> np.ndarray:
+        """One stored memory (either layout) as the [tokens_per_frame, mem_dim] rows memory attention reads."""
+        if self.layout == "spatial":
+            return memory.reshape(self.token_dim, -1).T
+        return memory.reshape(self.tokens_per_frame, self.token_dim)
+
+    @classmethod
+    def from_manifest(cls, m: dict, constants: dict, feat_size: int, mem_dim: int, where: Path) -> "MemoryLayout":
+        pos = constants.get("maskmem_pos_enc")
+        if pos is None:
+            raise ModelError(f"{where} lacks maskmem_pos_enc; re-export the model with model_export")
+        if m.get("format_version") == 1:
+            if pos.shape != (mem_dim, feat_size, feat_size):
+                raise ModelError(f"maskmem_pos_enc in {where} has shape {pos.shape}, expected "
+                                 f"{(mem_dim, feat_size, feat_size)} for spatial memories; re-export the model")
+            return cls("spatial", feat_size * feat_size, mem_dim, np.ascontiguousarray(pos.reshape(mem_dim, -1).T))
+        mem = m.get("memory") or {}
+        if mem.get("layout") != "tokens":
+            raise ModelError(f"{where}: format_version 2 needs a memory section with layout 'tokens' (got "
+                             f"{mem.get('layout')!r}); re-export the model with this version of model_export")
+        t, dim = int(mem["tokens_per_frame"]), int(mem["token_dim"])
+        if dim != mem_dim or pos.shape != (t, dim):
+            raise ModelError(f"{where}: token memories of {t} x {dim} (mem_dim {mem_dim}) but maskmem_pos_enc has shape "
+                             f"{pos.shape}; the export is inconsistent, run model_export again")
+        graph_out = ((m.get("graphs") or {}).get("memory_encoder") or {}).get("outputs", {}).get("maskmem_features")
+        if graph_out is not None and list(graph_out[1:]) != [t, dim]:
+            raise ModelError(f"{where}: the memory encoder returns {graph_out[1:]} per object but the manifest says "
+                             f"{t} tokens of {dim}; the export is inconsistent, run model_export again")
+        return cls("tokens", t, dim, np.ascontiguousarray(pos))
+
+
 # settings of sam2 this engine does not implement; each entry: (field, value the engine needs, why)
 _REQUIRED = (
     ("directly_add_no_mem_embed", True, "SAM 2.1 configs add the no-memory embedding directly on first frames"),
@@ -81,12 +142,16 @@ class ModelBundle:
 
     `image_size` is the model input side S in pixels; features are S/16 on a side.
     `constants` holds float32 arrays: maskmem_tpos_enc [num_maskmem, mem_dim],
-    maskmem_pos_enc [mem_dim, S/16, S/16], no_mem_embed [hidden], no_obj_ptr [hidden],
+    maskmem_pos_enc ([mem_dim, S/16, S/16] spatial or [T, mem_dim] tokens, see `memory`),
+    no_mem_embed [hidden], no_obj_ptr [hidden],
     obj_ptr_tpos_proj_weight [mem_dim, hidden] / _bias [mem_dim] (when the config projects them).
+    `family`: "sam2.1" or "edgetam" (informational: everything the engine does differently is in `memory`).
     """
 
     path: Path
     name: str
+    family: str
+    memory: MemoryLayout
     image_size: int
     backbone_stride: int
     precision: str
@@ -115,8 +180,9 @@ class ModelBundle:
         if not mpath.is_file():
             raise ModelError(f"no manifest.json in {path}: set MODEL_DIR to a folder written by `python -m model_export`")
         m = json.loads(mpath.read_text())
-        if m.get("format_version") != SUPPORTED_FORMAT:
-            raise ModelError(f"{mpath} has format_version {m.get('format_version')}, this engine reads {SUPPORTED_FORMAT}; re-export the model")
+        if m.get("format_version") not in SUPPORTED_FORMATS:
+            raise ModelError(f"{mpath} has format_version {m.get('format_version')}, this engine reads "
+                             f"{' or '.join(map(str, SUPPORTED_FORMATS))}; re-export the model with this version of model_export")
         files = {}
         for g in GRAPHS:
             xml = path / m["graphs"][g]["xml"] if g in m.get("graphs", {}) else path / f"{g}.xml"
@@ -132,7 +198,10 @@ class ModelBundle:
         if m.get("random_weights"):
             log.warning("model %s has RANDOM WEIGHTS (%s): masks are meaningless", path, m["weights"].get("seed"))
         pre = m["preprocess"]
-        return cls(path=path, name=m["model"], image_size=int(m["image_size"]),
+        feat_size = int(m["image_size"]) // int(m["backbone_stride"])
+        memory = MemoryLayout.from_manifest(m, constants, feat_size, cfg.mem_dim, path)
+        return cls(path=path, name=m["model"], family=m.get("family", "sam2.1"), memory=memory,
+                   image_size=int(m["image_size"]),
                    backbone_stride=int(m["backbone_stride"]), precision=m["precision"],
                    inference_precision_hint=m["inference_precision_hint"], random_weights=bool(m["random_weights"]),
                    weights=m["weights"], config=cfg, constants=constants,

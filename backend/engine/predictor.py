@@ -336,7 +336,7 @@ class VideoPredictor:
             return out.maskmem if out is not None and self._ensure(session, track, t, out) else None
 
         return gather_memory(plan, maskmem_of, lambda t: lookup(t).obj_ptr, self.cfg, self.bundle.constants,
-                             session.num_frames)
+                             session.num_frames, self.bundle.memory)
 
     def _condition(self, session: VideoSession, feats, tracks: list[ObjectTrack], frame: int,
                    reverse: bool) -> np.ndarray:

@@ -44,7 +44,8 @@ class FrameOutput:
     """One object's result on one frame: what later frames remember of it.
 
     pred_logits: low-res mask logits [S/4, S/4] float32 (holes filled), or None when spilled/evicted.
-    maskmem: spatial memory [mem_dim, S/16, S/16] as bfloat16 bits (uint16), None until encoded
+    maskmem: memory as bfloat16 bits (uint16), shaped as the model's `MemoryLayout` says ([mem_dim, S/16, S/16]
+             for SAM 2.1, [T, mem_dim] perceiver tokens for EdgeTAM), None until encoded
              (prompted frames are encoded when propagation starts) or when evicted.
     obj_ptr: object pointer [hidden] float32; object_score: the object-presence logit.
     serial: a process-unique number of this computed output (filling in its maskmem, spilling and

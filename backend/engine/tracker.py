@@ -95,7 +95,8 @@ class Tracker:
     # ---- memory encoding -------------------------------------------------------------------
     def encode_memory(self, feats: FrameFeatures, low_res: np.ndarray, object_score: np.ndarray,
                       *, from_prompts: bool) -> np.ndarray:
-        """Spatial memories of B objects as bf16 bits [B, mem_dim, h, w] (sam2 stores them in bfloat16).
+        """Memories of B objects as bf16 bits (sam2 stores them in bfloat16): [B, mem_dim, h, w] for SAM 2.1,
+        [B, T, mem_dim] perceiver tokens for EdgeTAM (the bundle's `memory` layout).
 
         low_res [B, S/4, S/4] logits; prompted frames are binarised when the config says so.
         """
