@@ -21,7 +21,7 @@ from backend.ls.entries import TaskEntry, build_entry
 from backend.ls.errors import BackendError, BadRequest
 from backend.ls.labelconfig import FramesShape, TaskShape
 from backend.ls.lsclient import LabelStudioClient
-from backend.ls.identity import is_correction, reference_masks, rtype_of, strip_emitted
+from backend.ls.identity import is_correction, reference_masks, rtype_of, split_known, strip_emitted
 from backend.ls.regions import parse_regions
 from backend.ls.tasktrack import TaskTracker
 from backend.ls.webhooks import ACTIONS, WebhookGate
@@ -185,7 +185,8 @@ class TrackingService(TrackingCore):
         If anything fails before the engine took the change, the ledger is put back as it was. The caller holds the
         task's lock."""
         tracker = entry.tracker
-        regions = parse_regions(raw, tracker.shape, num_frames=tracker.num_frames, frame_size=tracker.size,
+        known, rest = split_known(raw, tracker)  # our own unchanged masks: not decoded, not prompts, still present
+        regions = parse_regions(rest, tracker.shape, num_frames=tracker.num_frames, frame_size=tracker.size,
                                 skip_bad=not interactive)  # a saved annotation: one bad region must not block it
         regions = [strip_emitted(r, entry) for r in regions]
         with tracker.lock:
@@ -201,8 +202,9 @@ class TrackingService(TrackingCore):
                 changed = tracker.ledger.upsert(regions, tracker.book, masks_on,
                                                 lambda r: is_correction(r, entry), replay=replay)
                 if interactive:
-                    for rtype, label in {(rtype_of(r), r.label) for r in regions}:
-                        changed += tracker.ledger.remove_missing(regions, rtype, label)
+                    kinds = {(rtype_of(r), r.label) for r in regions} | {("brushlabels", k.label) for k in known}
+                    for rtype, label in kinds:
+                        changed += tracker.ledger.remove_missing([*regions, *known], rtype, label)
                 self._check_caps(tracker)
             except Exception:  # nothing reached the engine yet: put the ledger back as it was
                 rollback()

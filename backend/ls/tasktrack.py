@@ -11,6 +11,7 @@ import hashlib
 import logging
 import threading
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,7 @@ from backend.ls.geometry import Box
 from backend.ls.labelconfig import FramesShape, TaskShape, VideoShape
 from backend.ls.prompts import FramePrompt, Ledger, ObjectBook, brush_region_id, changed_frames
 from backend.ls.results import box_sequence, brush_result, mask_to_box, videorectangle_result
+from backend.serving import rawjson
 from backend.serving.jobs import Pass
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,23 @@ logger = logging.getLogger(__name__)
 def mask_digest(packed_bits: np.ndarray) -> bytes:
     """Identity of a bit-packed mask (np.packbits of the HxW mask, row-major)."""
     return hashlib.blake2b(packed_bits.tobytes(), digest_size=16).digest()
+
+
+def result_digest(res: Mapping) -> bytes | None:
+    """Identity of a brush result as LS sends it back: everything `parse_regions` reads from it (id, type, controls,
+    item_index, size, format, labels; types included, so 3.0 is not 3) and its RLE bytes, without decoding the RLE.
+    None when it cannot be one of ours (no RLE list of byte values)."""
+    value = res.get("value")
+    rle = value.get("rle") if isinstance(value, Mapping) else None
+    if not isinstance(rle, (list, bytes)):
+        return None
+    try:
+        raw = bytes(rle)
+    except (TypeError, ValueError):
+        return None
+    fields = (res.get("id"), res.get("type"), res.get("from_name"), res.get("to_name"), res.get("item_index"),
+              res.get("original_width"), res.get("original_height"), value.get("format"), value.get("brushlabels"))
+    return hashlib.blake2b(repr(fields).encode() + b"\0" + raw, digest_size=16).digest()
 
 
 @dataclass
@@ -51,7 +70,12 @@ class TaskTracker:
     # every mask we produced per (object, frame), also superseded ones: an annotation saved before a re-propagation
     # still holds them, and they are accepted output, not corrections
     emitted_digests: dict[tuple[int, int], set[bytes]] = field(default_factory=dict)
-    _rendered: dict[tuple[int, int], dict] = field(default_factory=dict, repr=False)
+    # `result_digest` of every brush result we sent per (object, frame): LS echoes them back in contexts, and one
+    # that matches is our own accepted output (its mask is in `emitted_digests`), recognised without decoding it
+    emitted_results: dict[tuple[int, int], set[bytes]] = field(default_factory=dict)
+    # per (object, frame): the LS result of its current mask (RLE as bytes) and its JSON text (`rawjson.Fragment`),
+    # dropped when the mask changes; accounted in `nbytes`, so the session store's SESSION_MAX_MB bounds it
+    _rendered: dict[tuple[int, int], tuple[dict, str]] = field(default_factory=dict, repr=False)
 
     @property
     def num_frames(self) -> int:
@@ -76,8 +100,9 @@ class TaskTracker:
         session's own memory is bounded by the engine's caps."""
         with self.lock:
             total = sum(len(b) + 100 for b in self.packed.values())
-            total += sum(len(r["value"]["rle"]) + 1000 for r in self._rendered.values())
+            total += sum(len(r["value"]["rle"]) + len(text) + 1000 for r, text in self._rendered.values())
             total += sum(40 * len(d) + 100 for d in self.emitted_digests.values())
+            total += sum(40 * len(d) + 100 for d in self.emitted_results.values())
             masks = {id(p.mask): p.mask.nbytes for p in list(self.applied.values()) + list(self.ledger.prompts().values())
                      if p.mask is not None}
             return total + sum(masks.values())
@@ -182,17 +207,19 @@ class TaskTracker:
         w, h = self.size
         out = [r for rid, r in self.prompt_regions.items() if rid in self.ledger.entries]
         for obj, frame in sorted(self.packed, key=lambda k: (k[1], k[0])):
-            res = self._rendered.get((obj, frame))
-            if res is None:
+            cached = self._rendered.get((obj, frame))
+            if cached is None:
                 mask = self.mask(obj, frame)
                 if not mask.any():
                     continue
                 res = brush_result(brush_region_id(obj, frame), shape.brush_name, shape.image_name, frame, mask,
                                    self.book.labels[obj], width=w, height=h, meta_text=self.book.display(obj))
-                # kept with the RLE as bytes: a list of Python ints costs 8 bytes per RLE byte
-                res = dict(res, value=dict(res["value"], rle=bytes(res["value"]["rle"])))
-                self._rendered[(obj, frame)] = res
-            out.append(dict(res, value=dict(res["value"], rle=list(res["value"]["rle"]))))
+                self.emitted_results.setdefault((obj, frame), set()).add(result_digest(res))
+                # kept with the RLE as bytes (a list of Python ints costs 8 bytes per RLE byte) and as JSON text
+                cached = (dict(res, value=dict(res["value"], rle=bytes(res["value"]["rle"]))), rawjson.text_of(res))
+                self._rendered[(obj, frame)] = cached
+            res, text = cached
+            out.append(rawjson.Fragment(dict(res, value=dict(res["value"], rle=list(res["value"]["rle"]))), text))
         return out
 
     def _video_results(self, shape: VideoShape) -> list[dict]:
