@@ -79,6 +79,11 @@ def test_our_unchanged_masks_in_a_context_are_not_decoded_and_change_nothing(app
     full = _answer(client, task, [rect])
     ours = kit.brushes(full.get_json()["results"][0]["result"])
     assert len(ours) >= N - 1
+    with app.app_context():  # the spliced answer is exactly what jsonify would have sent for the same content
+        assert full.get_data() == app.json.response(full.get_json()).get_data()
+    tracker = app.config["SERVICE"].sessions.peek(tid).tracker
+    texts = sum(len(text) for _, text in tracker._rendered.values())
+    assert texts > 0 and tracker.nbytes() >= texts, "the cached JSON must count against SESSION_MAX_MB"
     job = app.config["SERVICE"].jobs.get(tid)
     decodes.clear()
     again = _answer(client, task, [rect] + ours)
