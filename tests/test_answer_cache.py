@@ -1,5 +1,5 @@
 """An interactive answer on a grown task is cheap and exact: cached JSON per unchanged result (the same bytes as
-jsonify), our own unchanged masks in a context recognised without decoding them, a bracket-only depth check."""
+jsonify, in a cache bounded by ANSWER_CACHE_MB), our own unchanged masks in a context recognised without decoding them, a bracket-only depth check."""
 from __future__ import annotations
 
 import json
@@ -51,6 +51,21 @@ def test_fragments_splice_into_the_bytes_jsonify_sends():
     assert rawjson.dumps([stale]) == '["not this"]'
 
 
+def test_the_text_cache_keeps_the_recently_used_within_its_bytes():
+    cache = rawjson.TextCache(10)
+    cache.put(b"a", "1234")
+    cache.put(b"b", "5678")
+    assert cache.get(b"a") == "1234"  # now the most recently used
+    cache.put(b"c", "90ab")  # 12 bytes > 10: the least recently used (b) goes
+    assert cache.get(b"b") is None and cache.get(b"a") == "1234" and cache.get(b"c") == "90ab"
+    assert cache.nbytes == 8
+    cache.put(b"d", "x" * 11)  # larger than the whole cache: not kept, nothing evicted for it
+    assert cache.get(b"d") is None and cache.nbytes == 8
+    off = rawjson.TextCache(0)
+    off.put(b"a", "1")
+    assert off.get(b"a") is None and off.nbytes == 0
+
+
 @pytest.fixture
 def decodes(monkeypatch):
     calls = []
@@ -81,9 +96,8 @@ def test_our_unchanged_masks_in_a_context_are_not_decoded_and_change_nothing(app
     assert len(ours) >= N - 1
     with app.app_context():  # the spliced answer is exactly what jsonify would have sent for the same content
         assert full.get_data() == app.json.response(full.get_json()).get_data()
-    tracker = app.config["SERVICE"].sessions.peek(tid).tracker
-    texts = sum(len(text) for _, text in tracker._rendered.values())
-    assert texts > 0 and tracker.nbytes() >= texts, "the cached JSON must count against SESSION_MAX_MB"
+    texts = app.config["SERVICE"].answer_texts
+    assert 0 < texts.nbytes <= texts.max_bytes
     job = app.config["SERVICE"].jobs.get(tid)
     decodes.clear()
     again = _answer(client, task, [rect] + ours)

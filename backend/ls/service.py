@@ -26,6 +26,7 @@ from backend.ls.regions import parse_regions
 from backend.ls.tasktrack import TaskTracker
 from backend.ls.webhooks import ACTIONS, WebhookGate
 from backend.ls.writer import PredictionWriter
+from backend.serving import rawjson
 from backend.serving.jobs import Job
 from backend.serving.limits import LimitExceeded
 from backend.serving.locks import TaskBusy
@@ -49,6 +50,7 @@ class TrackingService(TrackingCore):
         self.configs = Configs()
         self.writer = PredictionWriter(client, retry_s=self.limits.ls_write_retry_s) if client else None
         self.webhooks = WebhookGate(self._webhook_hint, self.limits)
+        self.answer_texts = rawjson.TextCache(settings.answer_cache_bytes)  # unchanged results' JSON, across clicks
 
     # ---- protocol entry points ---------------------------------------------------------------
     def setup(self, body: Mapping) -> dict:
@@ -216,7 +218,7 @@ class TrackingService(TrackingCore):
         return self._push(entry, changed, rollback, replay=replay)
 
     def _prediction(self, tracker: TaskTracker) -> dict:
-        return {"result": tracker.results(), "model_version": self.model.version}
+        return {"result": tracker.results(self.answer_texts), "model_version": self.model.version}
 
     def _write(self, job: Job, final: bool) -> None:
         """Create or update this model version's one prediction for the task in LS (runs on the job's thread,

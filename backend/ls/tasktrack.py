@@ -73,9 +73,9 @@ class TaskTracker:
     # `result_digest` of every brush result we sent per (object, frame): LS echoes them back in contexts, and one
     # that matches is our own accepted output (its mask is in `emitted_digests`), recognised without decoding it
     emitted_results: dict[tuple[int, int], set[bytes]] = field(default_factory=dict)
-    # per (object, frame): the LS result of its current mask (RLE as bytes) and its JSON text (`rawjson.Fragment`),
-    # dropped when the mask changes; accounted in `nbytes`, so the session store's SESSION_MAX_MB bounds it
-    _rendered: dict[tuple[int, int], tuple[dict, str]] = field(default_factory=dict, repr=False)
+    # per (object, frame): the LS result of its current mask (RLE as bytes) and its `result_digest`, dropped when
+    # the mask changes (the result's JSON text lives in the service's TextCache under that digest, ANSWER_CACHE_MB)
+    _rendered: dict[tuple[int, int], tuple[dict, bytes]] = field(default_factory=dict, repr=False)
 
     @property
     def num_frames(self) -> int:
@@ -100,7 +100,7 @@ class TaskTracker:
         session's own memory is bounded by the engine's caps."""
         with self.lock:
             total = sum(len(b) + 100 for b in self.packed.values())
-            total += sum(len(r["value"]["rle"]) + len(text) + 1000 for r, text in self._rendered.values())
+            total += sum(len(r["value"]["rle"]) + 1000 for r, _ in self._rendered.values())
             total += sum(40 * len(d) + 100 for d in self.emitted_digests.values())
             total += sum(40 * len(d) + 100 for d in self.emitted_results.values())
             masks = {id(p.mask): p.mask.nbytes for p in list(self.applied.values()) + list(self.ledger.prompts().values())
@@ -195,15 +195,16 @@ class TaskTracker:
         return out
 
     # ---- engine output -> LS results -----------------------------------------------------------
-    def results(self) -> list[dict]:
+    def results(self, texts: rawjson.TextCache | None = None) -> list[dict]:
         """LS results for everything tracked so far: brush masks per object and frame, or one videorectangle per
-        object (frames tasks / video tasks)."""
+        object (frames tasks / video tasks). `texts`: where brush results keep their JSON text between calls; with
+        it they come as `rawjson.Fragment`s (the same dicts, plus the text `/predict` splices in)."""
         with self.lock:
             if isinstance(self.shape, FramesShape):
-                return self._brush_results(self.shape)
+                return self._brush_results(self.shape, texts)
             return self._video_results(self.shape)
 
-    def _brush_results(self, shape: FramesShape) -> list[dict]:
+    def _brush_results(self, shape: FramesShape, texts: rawjson.TextCache | None) -> list[dict]:
         w, h = self.size
         out = [r for rid, r in self.prompt_regions.items() if rid in self.ledger.entries]
         for obj, frame in sorted(self.packed, key=lambda k: (k[1], k[0])):
@@ -214,12 +215,21 @@ class TaskTracker:
                     continue
                 res = brush_result(brush_region_id(obj, frame), shape.brush_name, shape.image_name, frame, mask,
                                    self.book.labels[obj], width=w, height=h, meta_text=self.book.display(obj))
-                self.emitted_results.setdefault((obj, frame), set()).add(result_digest(res))
-                # kept with the RLE as bytes (a list of Python ints costs 8 bytes per RLE byte) and as JSON text
-                cached = (dict(res, value=dict(res["value"], rle=bytes(res["value"]["rle"]))), rawjson.text_of(res))
+                digest = result_digest(res)  # covers every field the text depends on (the rest are constants)
+                self.emitted_results.setdefault((obj, frame), set()).add(digest)
+                # kept with the RLE as bytes: a list of Python ints costs 8 bytes per RLE byte
+                cached = (dict(res, value=dict(res["value"], rle=bytes(res["value"]["rle"]))), digest)
                 self._rendered[(obj, frame)] = cached
-            res, text = cached
-            out.append(rawjson.Fragment(dict(res, value=dict(res["value"], rle=list(res["value"]["rle"]))), text))
+            res, digest = cached
+            res = dict(res, value=dict(res["value"], rle=list(res["value"]["rle"])))
+            if texts is None:
+                out.append(res)
+                continue
+            text = texts.get(digest)
+            if text is None:
+                text = rawjson.text_of(res)
+                texts.put(digest, text)
+            out.append(rawjson.Fragment(res, text))
         return out
 
     def _video_results(self, shape: VideoShape) -> list[dict]:

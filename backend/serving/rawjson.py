@@ -8,6 +8,8 @@ texts in and serialises everything else with `json.dumps`, so the bytes are thos
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from typing import Any
 
 OPTIONS = {"ensure_ascii": True, "sort_keys": True, "separators": (",", ":")}  # Flask 3's DefaultJSONProvider, compact
@@ -27,6 +29,35 @@ class Fragment(dict):
 def text_of(value: dict) -> str:
     """The JSON text `Fragment` carries for `value`."""
     return json.dumps(value, **OPTIONS)
+
+
+class TextCache:
+    """JSON texts by a caller's content key (e.g. a digest of everything that makes the text), least recently used
+    first out once their total length passes `max_bytes` (0: caches nothing). Thread-safe."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max(0, int(max_bytes))
+        self.nbytes = 0
+        self._texts: OrderedDict[bytes, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> str | None:
+        with self._lock:
+            text = self._texts.get(key)
+            if text is not None:
+                self._texts.move_to_end(key)
+            return text
+
+    def put(self, key: bytes, text: str) -> None:
+        if len(text) > self.max_bytes:
+            return
+        with self._lock:
+            old = self._texts.pop(key, None)
+            self.nbytes += len(text) - (len(old) if old is not None else 0)
+            self._texts[key] = text
+            while self.nbytes > self.max_bytes:
+                _, gone = self._texts.popitem(last=False)
+                self.nbytes -= len(gone)
 
 
 def _has_fragment(obj: Any) -> bool:
