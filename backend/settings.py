@@ -16,6 +16,7 @@ Every variable (units in the name or the comment; defaults in brackets):
   already, while propagation goes on in the background. DEVICE [CPU]: OpenVINO device (CPU, GPU, NPU, AUTO, or per
   graph, see backend.engine.runtime). COND_CACHE_MB [128]: memory-conditioned features of recent frames, so a click
   on a tracked frame skips memory attention. MAX_SPILL_MB [8192]: per-task cap of memories spilled to DATA_DIR/spill.
+- ANSWER_CACHE_MB [64]: JSON text of unchanged brush results (LRU, all tasks), so an answer is not re-serialised.
 - WRITE_INTERVAL_S [15]: how often a running background job writes its growing prediction into LS.
 - JOB_WORKERS [2]: propagation jobs that run at once.
 - BASIC_AUTH_USER / BASIC_AUTH_PASS: when both are set, every route but /health needs HTTP basic auth.
@@ -128,6 +129,8 @@ class Settings:
     device: str = "CPU"
     conditioned_cache_bytes: int = 128 << 20
     max_spill_bytes: int = 8 << 30
+    # ---- answers (lsclick) ----
+    answer_cache_bytes: int = 64 << 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -178,6 +181,7 @@ class Settings:
             device=env.get("DEVICE", "CPU").strip() or "CPU",
             conditioned_cache_bytes=int(_num(env, "COND_CACHE_MB", 128, minimum=0) * (1 << 20)),
             max_spill_bytes=int(_num(env, "MAX_SPILL_MB", 8192, minimum=0) * (1 << 20)),
+            answer_cache_bytes=int(_num(env, "ANSWER_CACHE_MB", 64, minimum=0) * (1 << 20)),
         )
 
 

@@ -7,7 +7,7 @@ we emitted are not prompts. Stored results are decoded only when their size is t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -15,7 +15,31 @@ from backend.ls.entries import TaskEntry
 from backend.ls.prompts import mask_differs, parse_brush_region_id
 from backend.ls.regions import BrushRegion, Region, VideoRectRegion
 from backend.ls.rle import rle_to_mask
-from backend.ls.tasktrack import mask_digest
+from backend.ls.tasktrack import TaskTracker, mask_digest, result_digest
+
+
+@dataclass(frozen=True)
+class KnownOutput:
+    """A brush result in a context that is, field for field and byte for byte, one we sent for its (object, frame):
+    our own accepted output. Parsing it would decode its RLE only for `is_correction` to say so; it still counts as
+    present (the ledger must not read its absence as a deletion)."""
+
+    id: str
+    label: str
+
+
+def split_known(raw: list, tracker: TaskTracker) -> tuple[list[KnownOutput], list]:
+    """(our own unchanged brush results, everything else in input order) of a context's results."""
+    known, rest = [], []
+    for res in raw:
+        ours = parse_brush_region_id(res["id"]) if isinstance(res, dict) and res.get("type") == "brushlabels" \
+            and isinstance(res.get("id"), str) else None
+        sent = tracker.emitted_results.get(ours) if ours is not None else None
+        if sent and result_digest(res) in sent:
+            known.append(KnownOutput(res["id"], res["value"]["brushlabels"][0]))
+        else:
+            rest.append(res)
+    return known, rest
 
 
 def is_correction(region: BrushRegion, entry: TaskEntry) -> bool:

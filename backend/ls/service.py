@@ -21,11 +21,12 @@ from backend.ls.entries import TaskEntry, build_entry
 from backend.ls.errors import BackendError, BadRequest
 from backend.ls.labelconfig import FramesShape, TaskShape
 from backend.ls.lsclient import LabelStudioClient
-from backend.ls.identity import is_correction, reference_masks, rtype_of, strip_emitted
+from backend.ls.identity import is_correction, reference_masks, rtype_of, split_known, strip_emitted
 from backend.ls.regions import parse_regions
 from backend.ls.tasktrack import TaskTracker
 from backend.ls.webhooks import ACTIONS, WebhookGate
 from backend.ls.writer import PredictionWriter
+from backend.serving import rawjson
 from backend.serving.jobs import Job
 from backend.serving.limits import LimitExceeded
 from backend.serving.locks import TaskBusy
@@ -49,6 +50,7 @@ class TrackingService(TrackingCore):
         self.configs = Configs()
         self.writer = PredictionWriter(client, retry_s=self.limits.ls_write_retry_s) if client else None
         self.webhooks = WebhookGate(self._webhook_hint, self.limits)
+        self.answer_texts = rawjson.TextCache(settings.answer_cache_bytes)  # unchanged results' JSON, across clicks
 
     # ---- protocol entry points ---------------------------------------------------------------
     def setup(self, body: Mapping) -> dict:
@@ -193,7 +195,8 @@ class TrackingService(TrackingCore):
         the region ids of each annotation in `raw` (a rebuild replays an annotation and a draft, maybe two users').
         The caller holds the task's lock."""
         tracker = entry.tracker
-        regions = parse_regions(raw, tracker.shape, num_frames=tracker.num_frames, frame_size=tracker.size,
+        known, rest = split_known(raw, tracker)  # our own unchanged masks: not decoded, not prompts, still present
+        regions = parse_regions(rest, tracker.shape, num_frames=tracker.num_frames, frame_size=tracker.size,
                                 skip_bad=not interactive)  # a saved annotation: one bad region must not block it
         regions = [strip_emitted(r, entry) for r in regions]
         with tracker.lock:
@@ -208,10 +211,11 @@ class TrackingService(TrackingCore):
                     scope = tracker.ledger.scope_for([r.id for r in part] + list(also), tracker.book)
                     changed += tracker.ledger.upsert(part, tracker.book, masks_on, lambda r: is_correction(r, entry),
                                                      replay=replay, scope=scope)
-                    if interactive:
-                        for rtype, label in {(rtype_of(r), r.label) for r in part}:
-                            changed += tracker.ledger.remove_missing(part, rtype, label, book=tracker.book,
-                                                                     scope=scope)
+                    if interactive:  # our unchanged masks (`known`) are present, though not decoded
+                        kinds = {(rtype_of(r), r.label) for r in part} | {("brushlabels", k.label) for k in known}
+                        for rtype, label in kinds:
+                            changed += tracker.ledger.remove_missing([*part, *known], rtype, label,
+                                                                     book=tracker.book, scope=scope)
                     self._check_caps(tracker, scope)
             except Exception:  # nothing reached the engine yet: put the ledger back as it was
                 rollback()
@@ -232,7 +236,7 @@ class TrackingService(TrackingCore):
         self.limits.check_task_objects(len({obj for obj, _ in prompts}), tracker.task_id)
 
     def _prediction(self, tracker: TaskTracker, scope: int | None = None) -> dict:
-        return {"result": tracker.results(scope), "model_version": self.model.version}
+        return {"result": tracker.results(scope, self.answer_texts), "model_version": self.model.version}
 
     def _write(self, job: Job, final: bool) -> None:
         """Create or update this model version's one prediction for the task in LS (runs on the job's thread,

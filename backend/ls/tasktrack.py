@@ -11,6 +11,7 @@ import hashlib
 import logging
 import threading
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,7 @@ from backend.ls.geometry import Box
 from backend.ls.labelconfig import FramesShape, TaskShape, VideoShape
 from backend.ls.prompts import FramePrompt, Ledger, ObjectBook, brush_region_id, changed_frames
 from backend.ls.results import box_sequence, brush_result, mask_to_box, videorectangle_result
+from backend.serving import rawjson
 from backend.serving.jobs import Pass
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,23 @@ logger = logging.getLogger(__name__)
 def mask_digest(packed_bits: np.ndarray) -> bytes:
     """Identity of a bit-packed mask (np.packbits of the HxW mask, row-major)."""
     return hashlib.blake2b(packed_bits.tobytes(), digest_size=16).digest()
+
+
+def result_digest(res: Mapping) -> bytes | None:
+    """Identity of a brush result as LS sends it back: everything `parse_regions` reads from it (id, type, controls,
+    item_index, size, format, labels; types included, so 3.0 is not 3) and its RLE bytes, without decoding the RLE.
+    None when it cannot be one of ours (no RLE list of byte values)."""
+    value = res.get("value")
+    rle = value.get("rle") if isinstance(value, Mapping) else None
+    if not isinstance(rle, (list, bytes)):
+        return None
+    try:
+        raw = bytes(rle)
+    except (TypeError, ValueError):
+        return None
+    fields = (res.get("id"), res.get("type"), res.get("from_name"), res.get("to_name"), res.get("item_index"),
+              res.get("original_width"), res.get("original_height"), value.get("format"), value.get("brushlabels"))
+    return hashlib.blake2b(repr(fields).encode() + b"\0" + raw, digest_size=16).digest()
 
 
 @dataclass
@@ -51,7 +70,12 @@ class TaskTracker:
     # every mask we produced per (object, frame), also superseded ones: an annotation saved before a re-propagation
     # still holds them, and they are accepted output, not corrections
     emitted_digests: dict[tuple[int, int], set[bytes]] = field(default_factory=dict)
-    _rendered: dict[tuple[int, int], dict] = field(default_factory=dict, repr=False)
+    # `result_digest` of every brush result we sent per (object, frame): LS echoes them back in contexts, and one
+    # that matches is our own accepted output (its mask is in `emitted_digests`), recognised without decoding it
+    emitted_results: dict[tuple[int, int], set[bytes]] = field(default_factory=dict)
+    # per (object, frame): the LS result of its current mask (RLE as bytes) and its `result_digest`, dropped when
+    # the mask changes (the result's JSON text lives in the service's TextCache under that digest, ANSWER_CACHE_MB)
+    _rendered: dict[tuple[int, int], tuple[dict, bytes]] = field(default_factory=dict, repr=False)
 
     @property
     def num_frames(self) -> int:
@@ -76,8 +100,9 @@ class TaskTracker:
         session's own memory is bounded by the engine's caps."""
         with self.lock:
             total = sum(len(b) + 100 for b in self.packed.values())
-            total += sum(len(r["value"]["rle"]) + 1000 for r in self._rendered.values())
+            total += sum(len(r["value"]["rle"]) + 1000 for r, _ in self._rendered.values())
             total += sum(40 * len(d) + 100 for d in self.emitted_digests.values())
+            total += sum(40 * len(d) + 100 for d in self.emitted_results.values())
             masks = {id(p.mask): p.mask.nbytes for p in list(self.applied.values()) + list(self.ledger.prompts().values())
                      if p.mask is not None}
             return total + sum(masks.values())
@@ -170,13 +195,15 @@ class TaskTracker:
         return out
 
     # ---- engine output -> LS results -----------------------------------------------------------
-    def results(self, scope: int | None = None) -> list[dict]:
+    def results(self, scope: int | None = None, texts: rawjson.TextCache | None = None) -> list[dict]:
         """LS results for everything tracked so far: brush masks per object and frame, or one videorectangle per
         object (frames tasks / video tasks). `scope`: only one annotation's objects and prompts (an interactive
-        answer goes to one annotator); None: every object (the task's prediction)."""
+        answer goes to one annotator); None: every object (the task's prediction). `texts`: where brush results
+        keep their JSON text between calls; with it they come as `rawjson.Fragment`s (the same dicts, plus the
+        text `/predict` splices in)."""
         with self.lock:
             if isinstance(self.shape, FramesShape):
-                return self._brush_results(self.shape, scope)
+                return self._brush_results(self.shape, scope, texts)
             return self._video_results(self.shape, scope)
 
     def snapshot(self) -> tuple:
@@ -190,24 +217,36 @@ class TaskTracker:
             self.ledger.entries, self.prompt_regions = dict(entries), dict(prompts)
             self.book.restore(book)
 
-    def _brush_results(self, shape: FramesShape, scope: int | None = None) -> list[dict]:
+    def _brush_results(self, shape: FramesShape, scope: int | None = None,
+                       texts: rawjson.TextCache | None = None) -> list[dict]:
         w, h = self.size
         out = [r for rid, r in self.prompt_regions.items()
                if rid in self.ledger.entries and self.book.in_scope(self.ledger.entries[rid].obj, scope)]
         for obj, frame in sorted(self.packed, key=lambda k: (k[1], k[0])):
             if not self.book.in_scope(obj, scope):
                 continue
-            res = self._rendered.get((obj, frame))
-            if res is None:
+            cached = self._rendered.get((obj, frame))
+            if cached is None:
                 mask = self.mask(obj, frame)
                 if not mask.any():
                     continue
                 res = brush_result(brush_region_id(obj, frame), shape.brush_name, shape.image_name, frame, mask,
                                    self.book.labels[obj], width=w, height=h, meta_text=self.book.display(obj))
+                digest = result_digest(res)  # covers every field the text depends on (the rest are constants)
+                self.emitted_results.setdefault((obj, frame), set()).add(digest)
                 # kept with the RLE as bytes: a list of Python ints costs 8 bytes per RLE byte
-                res = dict(res, value=dict(res["value"], rle=bytes(res["value"]["rle"])))
-                self._rendered[(obj, frame)] = res
-            out.append(dict(res, value=dict(res["value"], rle=list(res["value"]["rle"]))))
+                cached = (dict(res, value=dict(res["value"], rle=bytes(res["value"]["rle"]))), digest)
+                self._rendered[(obj, frame)] = cached
+            res, digest = cached
+            res = dict(res, value=dict(res["value"], rle=list(res["value"]["rle"])))
+            if texts is None:
+                out.append(res)
+                continue
+            text = texts.get(digest)
+            if text is None:
+                text = rawjson.text_of(res)
+                texts.put(digest, text)
+            out.append(rawjson.Fragment(res, text))
         return out
 
     def _video_results(self, shape: VideoShape, scope: int | None = None) -> list[dict]:

@@ -63,6 +63,7 @@ function parseArgs(argv) {
     label: process.env.KP_LABEL || 'Car',
     laterLabel: process.env.LATER_LABEL || '',
     laterPoint: process.env.LATER_POINT || '30,70',
+    laterDrop: process.env.LATER_DROP || '',
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -97,6 +98,7 @@ function log(...args) {
 }
 
 class CheckFailed extends Error {}
+class Done extends Error {} // the scenario ended early, successfully (--later-drop)
 function check(cond, message) {
   if (!cond) throw new CheckFailed(message);
 }
@@ -150,6 +152,7 @@ function editorState({ imageTag }) {
     out.byType[r.type] = (out.byType[r.type] || 0) + 1;
     if (r.type === 'brushregion') out.brushByItem[r.item_index] = (out.brushByItem[r.item_index] || 0) + 1;
   }
+  out.brushIds = regions.filter((r) => r.type === 'brushregion').map((r) => r.cleanId || r.id).sort();
   const here = (img.regs || []).filter((r) => r.type === 'brushregion');
   out.brushOnItem = here.length;
   out.brushIdsOnItem = here.map((r) => r.cleanId || r.id);
@@ -482,8 +485,32 @@ async function main() {
       if (!isSmartKp(tl)) await pickSmartKeypoint();
       await selectLabel(opts.laterLabel);
       await page.mouse.move(5, 450);
+      if (opts.laterDrop) {
+        // the experiment behind a smaller answer: the later answer leaves out every mask of --later-drop (as an answer
+        // carrying only what is new would); does the editor keep showing that label's masks from the first answer?
+        summary.brush_ids_before_later_click = st.brushIds;
+        await page.route((u) => u.pathname.endsWith('/interactive-annotating'), async (route) => {
+          const resp = await route.fetch();
+          const j = await resp.json();
+          const all = (j.data && j.data.result) || [];
+          const kept = all.filter((r) => !(r.type === 'brushlabels' && (r.value.brushlabels || [])[0] === opts.laterDrop));
+          summary.partial_answer = { results_sent: all.length, results_delivered: kept.length };
+          await route.fulfill({ response: resp, json: { ...j, data: { ...j.data, result: kept } } });
+        });
+      }
       answer = await clickAndWait(opts.laterPoint);
       timings.later_interactive_response = answer.info.response_ms;
+      if (opts.laterDrop) {
+        summary.interactive = answer.info;
+        await page.waitForTimeout(2000); // let the editor apply the answer
+        st = await state();
+        summary.brush_ids_after_partial_answer = st.brushIds;
+        summary.regions_after_partial_answer = { by_type: st.byType, brush_by_item_index: st.brushByItem };
+        st = await goTo(1);
+        await screenshot('partial-frame-1.png', 'partial_frame_1');
+        summary.frames.partial_1 = { brush_region_ids: st.brushIdsOnItem, brush_layer_pixels: st.brushPixels };
+        throw new Done();
+      }
     }
     const brushResults = answer.brushResults;
     const tClick = answer.tClick;
@@ -567,11 +594,15 @@ async function main() {
     }
     summary.ok = true;
   } catch (e) {
-    const msg = String(e.message || e).replace(/\u001b\[[0-9;]*m/g, ''); // no terminal colours from Playwright
-    summary.error = e instanceof CheckFailed ? msg : `${e.name}: ${msg.split('\n').slice(0, 3).join(' | ')}`;
-    if (page) {
-      await page.screenshot({ path: shot('failure.png') }).catch(() => {});
-      summary.screenshots.failure = shot('failure.png');
+    if (e instanceof Done) {
+      summary.ok = true;
+    } else {
+      const msg = String(e.message || e).replace(/\u001b\[[0-9;]*m/g, ''); // no terminal colours from Playwright
+      summary.error = e instanceof CheckFailed ? msg : `${e.name}: ${msg.split('\n').slice(0, 3).join(' | ')}`;
+      if (page) {
+        await page.screenshot({ path: shot('failure.png') }).catch(() => {});
+        summary.screenshots.failure = shot('failure.png');
+      }
     }
   } finally {
     timings.total = Date.now() - t0;
