@@ -131,7 +131,10 @@ def run_model(args, model: str, tmp: Path, inputs: dict) -> dict:
     backends = [b for b in args.backends if not (args.skip_torch and b == "torch")]
     t0 = time.perf_counter()
     precisions = ["f32"] + (["bf16"] if "engine_bf16" in backends else [])  # f32: the torch side's weights too
-    dirs = {p: str(models.export_dir(args.image_size, p, model=model)) for p in precisions}
+    # seed-0 EdgeTAM scores every object absent (all masks empty, nothing to compare): its exports get the
+    # object-score bias the parity tests use, so objects are present and tracked
+    bias = models.EDGETAM_OBJECT_SCORE_BIAS if model == "edgetam" else None
+    dirs = {p: str(models.export_dir(args.image_size, p, bias=bias, model=model)) for p in precisions}
     log.info("%s exports ready in %.1f s: %s", model, time.perf_counter() - t0, dirs)
     cfg = {"frames_dir": str(tmp / "frames"), "model_dirs": dirs, "threads": args.threads, "boxes": boxes,
            "objects": args.objects, "correction_frame": k, "correction_mask": inputs["correction_mask"],

@@ -67,12 +67,13 @@ def print_report(r: dict) -> None:
                             f"({100 * v['of_matmul_peak']:.0f}% wall, {100 * v['of_matmul_peak_cpu']:.0f}% cpu)"
                             for g, v in sorted(ph.get("graphs", {}).items(), key=lambda kv: -kv[1]["s"]))
             print(f"  {name:<16} {row}")
-    print("\nclick latency on tracked frames (s): correction = a point added to object 1; new object = a box")
+    print("\nclick latency on tracked frames (s): correction = a point added to object 1 (after a click on another"
+          " frame: memory attention runs again); refine = a second point on that frame; new object = a box")
     for b, d in r["backends"].items():
         for nobj, v in d.get("clicks", {}).items():
-            corr, new = v["correction"], v["new_object"]
+            corr, new, ref = v["correction"], v["new_object"], v.get("refine")
             fmt = (lambda x: f"p50 {x['p50_s']:.3f} p95 {x['p95_s']:.3f} (n={x['n']})" if x else "n/a")
-            print(f"  {b:<12} {nobj}: correction {fmt(corr)}; new object {fmt(new)} {v['note']}")
+            print(f"  {b:<12} {nobj}: correction {fmt(corr)}; refine {fmt(ref)}; new object {fmt(new)} {v['note']}")
     cmp = [d["phases"][n]["vs_torch"] for d in r["backends"].values() for n in d["phases"]
            if "vs_torch" in d["phases"][n]]
     if cmp:

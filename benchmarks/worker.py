@@ -187,23 +187,32 @@ def run_backend(cfg: dict) -> None:
 
 def clicks(d, cfg: dict, nobj: int) -> dict:
     """Click latency on tracked frames (after the re-propagation): a positive point added to object 1
-    (a correction) and, engine only, a box for a new object (removed again, untimed). Frames: every other
+    (a correction: the first click on a frame after a click on another frame, whose new conditioning memory every
+    other frame attends to, so memory attention runs again), then a second point on the same frame (a refinement:
+    nothing it depends on changed) and, engine only, a box for a new object (removed again, untimed). Frames: every other
     tracked frame except the correction frame, at most cfg["clicks"] of them."""
     n, k = cfg["num_frames"], cfg["correction_frame"]
     frames = [f for f in range(1, n, 2) if f != k][: cfg["clicks"]]
     x0, y0, x1, y1 = cfg["boxes"][0]
     point = [(x0 + x1) / 2, (y0 + y1) / 2]
-    corr, new = [], []
+    point2 = [x0 + 0.6 * (x1 - x0), y0 + 0.6 * (y1 - y0)]
+    corr, refine, new = [], [], []
     for f in frames:
         t = time.perf_counter()
         d.correction_click(f, 1, point)
         corr.append(time.perf_counter() - t)
+        # a second point on the same frame: what it depends on (the other frames' memories) did not change, so
+        # the engine answers from its conditioned-features cache (decoder only)
+        t = time.perf_counter()
+        d.correction_click(f, 1, point2)
+        refine.append(time.perf_counter() - t)
         if d.new_object_click is not None:
             t = time.perf_counter()
             d.new_object_click(f, 100 + nobj, cfg["boxes"][-1])
             new.append(time.perf_counter() - t)
             d.forget(100 + nobj)
-    return {"frames": frames, "correction": percentiles(corr), "new_object": percentiles(new),
+    return {"frames": frames, "correction": percentiles(corr), "refine": percentiles(refine),
+            "new_object": percentiles(new),
             "note": "torch: sam2 refuses new objects once tracking has started" if d.new_object_click is None else ""}
 
 
