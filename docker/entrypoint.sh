@@ -3,7 +3,7 @@
 # command checked outside Docker is the command the container runs.
 #
 # Settings (environment): PORT (default 9090), THREADS (gunicorn threads, default 8), WORKERS (must be 1: tracking
-# sessions live in this one process's memory), HEALTH_PORT (default 9091: a /health listener on its own thread that
+# sessions live in this one process's memory), HEALTH_PORT (default 9091: a /health process of its own that
 # answers while all THREADS are busy; 0 turns it off). Everything else (MODEL_DIR, OV_THREADS, ...) is read by _wsgi.py.
 set -eu
 cd "$(dirname "$0")/.."   # the folder holding _wsgi.py and backend/ (/app in the image, the repo root outside it)

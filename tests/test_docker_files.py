@@ -188,7 +188,7 @@ def test_healthcheck_hits_health_with_python(runtime):
     assert cmd[:2] == ["python", "-c"], cmd
     code = cmd[2]
     assert "urllib.request" in code and "/health'" in code and "'UP'" in code
-    assert "os.environ.get('PORT', '9090')" in code
+    assert "os.environ.get('HEALTH_PORT', '9091')" in code and "os.environ.get('PORT', '9090')" in code
     compile(code, "<healthcheck>", "exec")
     assert not any(tool in " ".join(cmd) for tool in ("curl", "wget"))
 
