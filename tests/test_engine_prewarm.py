@@ -130,10 +130,13 @@ def _logits(eng, ses, frames):
     return {f: eng.frame_result(ses, f).logits.copy() for f in frames}
 
 
-def test_a_stopped_propagation_leaves_its_frame_untracked_and_resumes_exactly(model_128_f32, frames):
+def test_a_stopped_propagation_leaves_its_frame_untracked_and_resumes_exactly(model_128_f32, frames, monkeypatch):
     """stop_on(event): the memory-attention run in flight when the event is set is cut (no fg_end for it), the
     frame stays untracked, and resuming the pending pass gives the masks of an uninterrupted run (f32)."""
     from backend.engine import Aborted
+    import backend.engine.runtime as runtime_mod
+    # at 128 px on a quiet machine one memory-attention run takes a few ms, less than the 10 ms poll: poll every ms
+    monkeypatch.setattr(runtime_mod, "ABORT_POLL_MS", 1)
     e = VideoPredictor(EngineSettings(model_dir=model_128_f32, precision="f32"))
     w, h = None, None
     cut = 0

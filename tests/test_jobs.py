@@ -316,3 +316,34 @@ def test_shutdown_stops_running_and_queued_jobs(engine):
     assert not stopper.is_alive()
     assert a.state == "cancelled" and b.state in ("queued", "cancelled")
     assert all(task != 2 for task, _, _ in engine.calls)
+
+
+def test_a_held_job_computes_nothing_until_its_request_releases_it(engine):
+    """An interactive request holds its new job while it renders the answer (2 cores: the answer must not share
+    them with the next frame's memory attention); release() lets it run, and nothing is lost."""
+    jobs = JobManager(lambda: engine, workers=1, write_interval_s=3600)
+    engine.free = True
+    tracker = FakeTracker(1)
+    job = jobs.start(tracker, [Pass(0)], Writes(), held=True)
+    time.sleep(0.3)
+    assert engine.calls == [] and tracker.frames == [] and not job.finished.is_set()
+    job.release()
+    assert job.wait(10) and job.state == "done" and tracker.frames == list(range(N))
+    jobs.shutdown()
+
+
+def test_a_held_job_that_nobody_releases_runs_after_the_bound_and_a_cancel_ends_it_at_once(engine, monkeypatch):
+    import backend.serving.jobs as jobs_mod
+    monkeypatch.setattr(jobs_mod, "HOLD_MAX_S", 0.2)
+    jobs = JobManager(lambda: engine, workers=1, write_interval_s=3600)
+    engine.free = True
+    late = jobs.start(FakeTracker(1), [Pass(0)], Writes(), held=True)  # its request died: never released
+    assert late.wait(10) and late.state == "done"
+    monkeypatch.setattr(jobs_mod, "HOLD_MAX_S", 60)
+    held = jobs.start(FakeTracker(2), [Pass(0)], Writes(), held=True)
+    _until(lambda: held.state == "running", what="the held job to reach the worker")
+    t0 = time.monotonic()
+    jobs.cancel(2)
+    assert held.wait(10) and time.monotonic() - t0 < 5 and held.state == "cancelled"
+    assert not any(task == 2 for task, _, _ in engine.calls)
+    jobs.shutdown()

@@ -149,14 +149,26 @@ class TrackingService(TrackingCore):
         with self.task_locks.hold(tid):
             entry = self._entry(task, shape)
             mine = taskio.draft_region_ids(task)  # LS sends only the prompting user's drafts: their regions
+            # a new job is held: it computes nothing until this answer is rendered (released in `finally`), so the
+            # answer does not share the CPU with the next frame's memory attention
             job, _ = self._apply(entry, context, interactive=True, also=mine)
-            # the answer goes to one annotator: only their annotation's objects (LS keeps the other regions)
-            scope = entry.tracker.ledger.scope_for([r.get("id") for r in context if isinstance(r, dict)] + mine,
-                                                   entry.tracker.book)
-        if job is not None:  # the clicked frame is ready now (sync); by default the click does not wait for more
-            job.wait(max(0.0, min(deadline - time.monotonic(), self.settings.interactive_wait_s)))
-        self.sessions.touch(tid)
-        return self._prediction(entry.tracker, scope)
+            try:  # the answer goes to one annotator: only their annotation's objects (LS keeps the other regions)
+                scope = entry.tracker.ledger.scope_for([r.get("id") for r in context if isinstance(r, dict)] + mine,
+                                                       entry.tracker.book)
+            except BaseException:
+                if job is not None:
+                    job.release()
+                raise
+        try:
+            wait_s = max(0.0, min(deadline - time.monotonic(), self.settings.interactive_wait_s))
+            if job is not None and wait_s > 0:  # the clicked frame is ready now (sync); by default no waiting for more
+                job.release()
+                job.wait(wait_s)
+            self.sessions.touch(tid)
+            return self._prediction(entry.tracker, scope)
+        finally:
+            if job is not None:
+                job.release()
 
     def _batch_one(self, task: object, shape: TaskShape, deadline: float) -> dict:
         """Never raises: a task we cannot serve gets an empty result and a log line saying why."""
@@ -224,7 +236,7 @@ class TrackingService(TrackingCore):
                 if isinstance(res, dict) and res.get("type") in _ECHOED and isinstance(res.get("id"), str) \
                         and res["id"] in tracker.ledger.entries:
                     tracker.prompt_regions[res["id"]] = dict(res, origin="prediction")
-        return self._push(entry, changed, rollback, replay=replay)
+        return self._push(entry, changed, rollback, replay=replay, held=interactive)
 
     def _check_caps(self, tracker: TaskTracker, scope: int | None = None) -> None:
         """MAX_OBJECTS and MAX_POINTS count what one annotation (`scope`) asks for; MAX_TASK_OBJECTS bounds the

@@ -52,6 +52,9 @@ Writer = Callable[["Job", bool], None]  # (job, final) -> None
 Stage = Callable[[], list[Pass]]  # runs on the job thread before its passes (e.g. pushes prompts into the engine)
 
 
+HOLD_MAX_S = 2.0  # longest a held job waits for its request's answer (a request that dies cannot stall it)
+
+
 @dataclass
 class Job:
     task_id: int
@@ -66,12 +69,20 @@ class Job:
     finished_at: float | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
     finished: threading.Event = field(default_factory=threading.Event, repr=False)
+    # cleared while the request that started the job renders its answer (`JobManager.start(held=True)`): the job
+    # computes nothing until `release()` (or HOLD_MAX_S), so the answer does not share 2 cores with propagation
+    released: threading.Event = field(default_factory=threading.Event, repr=False)
     # (tracker, stages, writer) until the job ends or is cancelled in the queue; the only reference to the tracker
     _work: tuple | None = field(default=None, repr=False)
     _on_finish: list = field(default_factory=list, repr=False)
 
     def cancel(self) -> None:
         self.cancel_event.set()
+        self.released.set()
+
+    def release(self) -> None:
+        """The answer that started this job is out: let it propagate (idempotent)."""
+        self.released.set()
 
     def wait(self, timeout: float | None) -> bool:
         """Block until the job ends or `timeout` seconds pass; True when it ended."""
@@ -110,7 +121,7 @@ class JobManager:
             job = self._jobs.get(task_id)
             if job is None or job.finished.is_set():
                 return job
-            job.cancel_event.set()
+            job.cancel()  # also releases a held job, so it ends at once
             if job.state != "queued":
                 return job
             job.state, job._work = "cancelled", None
@@ -128,13 +139,19 @@ class JobManager:
                 return
         _run_callbacks([fn], task_id)
 
-    def start(self, tracker: TaskTracker, plan: list[Pass], writer: Writer) -> Job:
-        return self.start_stages(tracker, [lambda: plan], writer, tracker.frames_in(plan))
+    def start(self, tracker: TaskTracker, plan: list[Pass], writer: Writer, *, held: bool = False) -> Job:
+        return self.start_stages(tracker, [lambda: plan], writer, tracker.frames_in(plan), held=held)
 
-    def start_stages(self, tracker: TaskTracker, stages: list[Stage], writer: Writer, total: int) -> Job:
-        """Run `stages` in order on a worker: each returns the passes to propagate after it ran."""
+    def start_stages(self, tracker: TaskTracker, stages: list[Stage], writer: Writer, total: int, *,
+                     held: bool = False) -> Job:
+        """Run `stages` in order on a worker: each returns the passes to propagate after it ran.
+
+        held: the job waits for `Job.release()` (at most HOLD_MAX_S) before it computes anything; an interactive
+        request releases it once its answer is rendered."""
         self.cancel(tracker.task_id)
         job = Job(tracker.task_id, tracker.version, total, _work=(tracker, stages, writer))
+        if not held:
+            job.released.set()
         with self._lock:
             self._jobs.pop(tracker.task_id, None)  # re-insert: the dict's order is the order of starts
             self._jobs[tracker.task_id] = job
@@ -156,8 +173,14 @@ class JobManager:
                 return
             job.state = "running"
             tracker, stages, writer = job._work
+        if not job.released.wait(HOLD_MAX_S):
+            logger.warning("task %s: the request that started this propagation did not release it within %g s; "
+                           "propagating anyway", job.task_id, HOLD_MAX_S)
         last_write = time.monotonic()
         try:
+            if job.cancel_event.is_set():  # cancelled while held
+                job.state = "cancelled"
+                return
             predictor = self._predictor()
             for stage in stages:
                 plan = stage()

@@ -71,9 +71,10 @@ class TrackingCore:
 
     # ---- core --------------------------------------------------------------------------------
     def _push(self, entry: Any, changed: int, rollback: Callable[[], None], *,
-              replay: bool = False) -> tuple[Job | None, bool]:
+              replay: bool = False, held: bool = False) -> tuple[Job | None, bool]:
         """Push the tracker's ledger into the engine and start propagation when needed (`changed`: how many
-        prompts the caller folded into the ledger; `rollback` puts the ledger back as it was).
+        prompts the caller folded into the ledger; `rollback` puts the ledger back as it was; `held`: a new job
+        waits for `Job.release()`, which the caller sends once its answer is rendered).
 
         Returns the job that produces the task's current result (None: nothing to track) and whether it is new.
         If anything fails before the engine took the change, the ledger is put back as it was, so a retry of the
@@ -111,7 +112,7 @@ class TrackingCore:
                     return None, False
                 start = min(f for _, f in tracker.applied)  # the old job was cancelled or failed: run it again
             plan = tracker.passes(start)
-        return self.jobs.start(tracker, plan, self._write), True
+        return self.jobs.start(tracker, plan, self._write, held=held), True
 
     def _replay(self, entry: Any, fixes: list[int]) -> Job:
         """Rebuild in the order the annotation was most likely made: prompts, propagate, then each correction
