@@ -31,6 +31,26 @@ K = 6  # the later frame checked in the editor, 1-based as in the pager
 SCRIPT_TIMEOUT_S = 300  # annotate.js gives up by itself after this; the subprocess is killed 60 s later
 
 
+def run_annotate(cmd: list[str], artifacts: Path, timeout_s: int, label_studio) -> dict:
+    """Run tests/browser/annotate.js (`cmd`), keep its stderr and JSON summary in `artifacts`, return the summary;
+    fails with the script's own message, the screenshots' folder and LS's log tail."""
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s + 60,
+                              env={**os.environ, "CHROMIUM": CHROMIUM})
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"annotate.js did not finish in {timeout_s + 60} s; stderr:\n{exc.stderr}", pytrace=False)
+    (artifacts / "annotate.log").write_text(proc.stderr)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    summary = json.loads(lines[-1]) if lines else {}
+    summary["wall_s"] = round(time.monotonic() - t0, 1)
+    (artifacts / "summary.json").write_text(json.dumps(summary, indent=2))
+    assert proc.returncode == 0 and summary.get("ok"), (
+        f"annotate.js exited {proc.returncode}: {summary.get('error', 'no JSON summary')}\n"
+        f"stderr tail:\n{proc.stderr[-3000:]}\nscreenshots in {artifacts}\nLS log tail:\n{label_studio.log_tail(2000)}")
+    return summary
+
+
 def _playwright_installed() -> bool:
     """node_modules holds the playwright-core version that package-lock.json pins."""
     lock = json.loads((BROWSER_DIR / "package-lock.json").read_text())
@@ -70,21 +90,7 @@ def annotated(node, label_studio, project) -> dict:
     cmd = [node, str(BROWSER_DIR / "annotate.js"), "--url", label_studio.url, "--project", str(project.project),
            "--task", str(project.tasks[0]), "--out", str(ARTIFACTS), "--frame", str(K), "--submit",
            "--timeout", str(SCRIPT_TIMEOUT_S)]
-    t0 = time.monotonic()
-    try:
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=SCRIPT_TIMEOUT_S + 60,
-                              env={**os.environ, "CHROMIUM": CHROMIUM})
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"annotate.js did not finish in {SCRIPT_TIMEOUT_S + 60} s; stderr:\n{exc.stderr}", pytrace=False)
-    (ARTIFACTS / "annotate.log").write_text(proc.stderr)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    summary = json.loads(lines[-1]) if lines else {}
-    summary["wall_s"] = round(time.monotonic() - t0, 1)
-    (ARTIFACTS / "summary.json").write_text(json.dumps(summary, indent=2))
-    assert proc.returncode == 0 and summary.get("ok"), (
-        f"annotate.js exited {proc.returncode}: {summary.get('error', 'no JSON summary')}\n"
-        f"stderr tail:\n{proc.stderr[-3000:]}\nscreenshots in {ARTIFACTS}\nLS log tail:\n{label_studio.log_tail(2000)}")
-    return summary
+    return run_annotate(cmd, ARTIFACTS, SCRIPT_TIMEOUT_S, label_studio)
 
 
 def test_editor_gets_the_masks_through_interactive_annotating(annotated):

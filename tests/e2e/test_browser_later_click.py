@@ -11,16 +11,12 @@ artifacts/browser/later-click/).
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.frames_setup import create_frames_project
-from tests.e2e.test_browser import BROWSER_DIR, CHROMIUM, REPO, node  # noqa: F401  (node is a fixture)
+from tests.e2e.test_browser import BROWSER_DIR, REPO, node, run_annotate  # noqa: F401  (node is a fixture)
 
 ARTIFACTS = REPO / "artifacts" / "browser" / "later-click"
 N = 24
@@ -44,21 +40,7 @@ def annotated(node, label_studio, project) -> dict:  # noqa: F811
     cmd = [node, str(BROWSER_DIR / "annotate.js"), "--url", label_studio.url, "--project", str(project.project),
            "--task", str(project.tasks[0]), "--out", str(ARTIFACTS), "--frame", str(K), "--label", "Car",
            "--later-label", "Person", "--later-point", "80,20", "--timeout", str(SCRIPT_TIMEOUT_S)]
-    t0 = time.monotonic()
-    try:
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=SCRIPT_TIMEOUT_S + 60,
-                              env={**os.environ, "CHROMIUM": CHROMIUM})
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"annotate.js did not finish in {SCRIPT_TIMEOUT_S + 60} s; stderr:\n{exc.stderr}", pytrace=False)
-    (ARTIFACTS / "annotate.log").write_text(proc.stderr)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    summary = json.loads(lines[-1]) if lines else {}
-    summary["wall_s"] = round(time.monotonic() - t0, 1)
-    (ARTIFACTS / "summary.json").write_text(json.dumps(summary, indent=2))
-    assert proc.returncode == 0 and summary.get("ok"), (
-        f"annotate.js exited {proc.returncode}: {summary.get('error', 'no JSON summary')}\n"
-        f"stderr tail:\n{proc.stderr[-3000:]}\nscreenshots in {ARTIFACTS}\nLS log tail:\n{label_studio.log_tail(2000)}")
-    return summary
+    return run_annotate(cmd, ARTIFACTS, SCRIPT_TIMEOUT_S, label_studio)
 
 
 def test_the_first_click_answers_with_its_frame_before_tracking_is_done(annotated):

@@ -7,15 +7,11 @@ complete all the same, because the request does not say what the editor holds (l
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import time
 
 import pytest
 
 from tests.e2e.frames_setup import create_frames_project
-from tests.e2e.test_browser import BROWSER_DIR, CHROMIUM, REPO, node  # noqa: F401  (node is a fixture)
+from tests.e2e.test_browser import BROWSER_DIR, REPO, node, run_annotate  # noqa: F401  (node is a fixture)
 
 ARTIFACTS = REPO / "artifacts" / "browser" / "partial-answer"
 N = 12
@@ -37,21 +33,7 @@ def observed(node, label_studio, project) -> dict:  # noqa: F811
            "--task", str(project.tasks[0]), "--out", str(ARTIFACTS), "--frame", "6", "--label", "Car",
            "--later-label", "Person", "--later-point", "80,20", "--later-drop", "Car",
            "--timeout", str(SCRIPT_TIMEOUT_S)]
-    t0 = time.monotonic()
-    try:
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=SCRIPT_TIMEOUT_S + 60,
-                              env={**os.environ, "CHROMIUM": CHROMIUM})
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"annotate.js did not finish in {SCRIPT_TIMEOUT_S + 60} s; stderr:\n{exc.stderr}", pytrace=False)
-    (ARTIFACTS / "annotate.log").write_text(proc.stderr)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    summary = json.loads(lines[-1]) if lines else {}
-    summary["wall_s"] = round(time.monotonic() - t0, 1)
-    (ARTIFACTS / "summary.json").write_text(json.dumps(summary, indent=2))
-    assert proc.returncode == 0 and summary.get("ok"), (
-        f"annotate.js exited {proc.returncode}: {summary.get('error', 'no JSON summary')}\n"
-        f"stderr tail:\n{proc.stderr[-3000:]}\nLS log tail:\n{label_studio.log_tail(2000)}")
-    return summary
+    return run_annotate(cmd, ARTIFACTS, SCRIPT_TIMEOUT_S, label_studio)
 
 
 def test_the_scenario_is_informative(observed):
