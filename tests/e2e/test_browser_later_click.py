@@ -18,6 +18,10 @@ import pytest
 from tests.e2e.frames_setup import create_frames_project
 from tests.e2e.test_browser import BROWSER_DIR, REPO, node, run_annotate  # noqa: F401  (node is a fixture)
 
+# strict: this module must fail loudly once the later click carries the first label's frames again
+pytestmark = pytest.mark.xfail(strict=True, reason=(
+    "per-annotation scopes (issue 9) vs the later-click view (issue 10): LS sends a new label's first click without the annotation's other regions, and without an autosaved draft the backend cannot tell it from another annotator's first click, so its answer holds only the new object; see README Limits"))
+
 ARTIFACTS = REPO / "artifacts" / "browser" / "later-click"
 N = 24
 K = 18  # a frame far from the click, 1-based as in the pager

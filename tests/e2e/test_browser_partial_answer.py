@@ -36,6 +36,8 @@ def observed(node, label_studio, project) -> dict:  # noqa: F811
     return run_annotate(cmd, ARTIFACTS, SCRIPT_TIMEOUT_S, label_studio)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "per-annotation scopes (issue 9) vs the later-click view (issue 10): LS sends a new label's first click without the annotation's other regions, and without an autosaved draft the backend cannot tell it from another annotator's first click, so its answer holds only the new object; see README Limits"))
 def test_the_scenario_is_informative(observed):
     before = [i for i in observed["brush_ids_before_later_click"] if i.startswith("sam2-1-")]
     assert before, "the first answer put no Car mask into the editor: nothing to lose"
