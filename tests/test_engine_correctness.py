@@ -6,6 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.clipframes import dump_frames
+
 from backend.engine import EngineSettings, VideoPredictor, open_source
 from backend.engine.frames import VideoFileSource, frame_order
 from backend.engine.numerics import non_overlapping
@@ -17,12 +19,7 @@ N = 20
 @pytest.fixture(scope="module")
 def frames(clips_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("box20")
-    cap = cv2.VideoCapture(str(clips_dir / "box.mp4"))
-    for i in range(N):
-        ok, bgr = cap.read()
-        assert ok
-        cv2.imwrite(str(d / f"{i:05d}.jpg"), bgr)
-    return d
+    return dump_frames(clips_dir / "box.mp4", d, N)
 
 
 def engine(model, **kw):

@@ -10,9 +10,10 @@ from __future__ import annotations
 import threading
 import time
 
-import cv2
 import numpy as np
 import pytest
+
+from tests.clipframes import dump_frames
 
 from backend.engine import EngineSettings, VideoPredictor, open_source
 
@@ -23,12 +24,7 @@ ATTEMPTS = 30  # a prewarm encoding at 128 px is short: retry until clicks lande
 @pytest.fixture(scope="module")
 def frames(clips_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("box40")
-    cap = cv2.VideoCapture(str(clips_dir / "box.mp4"))
-    for i in range(N):
-        ok, bgr = cap.read()
-        assert ok
-        cv2.imwrite(str(d / f"{i:05d}.jpg"), bgr)
-    return d
+    return dump_frames(clips_dir / "box.mp4", d, N)
 
 
 def _wait(cond, timeout=60.0) -> bool:
