@@ -64,6 +64,22 @@ def test_malformed_bodies_are_400(capped, raw):
     _error(capped.test_client().post("/predict", data=raw, content_type="application/json", headers=AUTH), 400)
 
 
+@pytest.mark.parametrize("value, why", [(b"NaN", "expected a JSON value"), (b"Infinity", "expected a JSON value"),
+                                        (b"1e400", "infinity"), (b'"\\ud800"', "surrogate")])
+def test_json_that_only_python_accepts_is_400(capped, value, why):
+    """Strict RFC 8259: a webhook that is fine but for one non-JSON value is refused, not taken (json.loads took it)."""
+    raw = b'{"action": "PROJECT_UPDATED", "text": ' + value + b"}"
+    assert json.loads(raw)  # Python's own parser would accept it
+    msg = _error(capped.test_client().post("/webhook", data=raw, content_type="application/json", headers=AUTH), 400)
+    assert "not valid JSON" in msg and why in msg
+
+
+def test_non_utf8_bodies_say_so(capped):
+    raw = '{"action": "PROJECT_UPDATED"}'.encode("utf-16")
+    msg = _error(capped.test_client().post("/webhook", data=raw, content_type="application/json", headers=AUTH), 400)
+    assert "not UTF-8" in msg
+
+
 def test_brackets_inside_strings_do_not_count_as_depth(capped):
     body = {"action": "PROJECT_UPDATED", "text": "[" * 10_000}
     resp = capped.test_client().post("/webhook", json=body, headers=AUTH)

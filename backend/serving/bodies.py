@@ -1,18 +1,20 @@
 """Read and parse a JSON request body safely: bounded size and time, bounded nesting depth, 4xx on anything bad.
 
-`json.loads` recurses once per nesting level, so `'[' * 200000` raises RecursionError (a 500 in Flask). The depth is
-measured first, without recursion: string literals are blanked by one regex, then a cumulative sum over the
-bracket characters gives the depth at every bracket (numpy).
+The depth (`MAX_JSON_DEPTH`) is measured first, without recursion: string literals are blanked by one regex, then a
+cumulative sum over the bracket characters gives the depth at every bracket (numpy). The body is then parsed by
+orjson: about twice as fast as `json.loads` on what LS sends (a task whose predictions are long RLE integer lists:
+42 -> 20 ms for 3.8 MB), and strict RFC 8259 JSON: NaN, Infinity, numbers that overflow a double, lone surrogates, a
+byte-order mark and non-UTF-8 encodings are refused (400) instead of reaching the rest of the service.
 """
 from __future__ import annotations
 
-import json
 import re
 import socket
 import time
 from typing import IO
 
 import numpy as np
+import orjson
 from werkzeug.exceptions import ClientDisconnected
 
 from backend.serving.errors import BackendError, BadRequest
@@ -66,10 +68,10 @@ def parse_json_object(raw: bytes, *, max_depth: int) -> dict:
     if depth > max_depth:
         raise BadRequest(f"the JSON body nests {depth} levels deep, more than MAX_JSON_DEPTH={max_depth}")
     try:
-        body = json.loads(raw)
-    except UnicodeDecodeError:
-        raise BadRequest("the body is not UTF-8 text; send a JSON object") from None
-    except (ValueError, RecursionError) as e:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        if "UTF-8" in str(e):
+            raise BadRequest("the body is not UTF-8 text; send a JSON object") from None
         raise BadRequest(f"the body is not valid JSON ({str(e)[:120]}); send a JSON object") from None
     if not isinstance(body, dict):
         raise BadRequest(f"the body must be a JSON object, got a JSON {type(body).__name__}")
