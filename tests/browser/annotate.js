@@ -466,6 +466,19 @@ async function main() {
       timings.wait_tracking = Date.now() - t;
       summary.tracking_done_frames = tracked;
       check(tracked >= st.itemCount, `the backend's prediction in LS holds ${tracked} of ${st.itemCount} frames after 150 s`);
+      // the editor autosaves its draft 5 s after the annotation's last change (LSF's autosaveDelay); at 1024 px a
+      // 24-frame track takes about a minute, so a real annotator's later click always comes after it. At this test's
+      // 128 px the track is done in ~2 s: wait for the draft as well, else the later click arrives before LS can say
+      // it belongs to this annotation (README, Limits: "a new label's first click within 5 s").
+      const td = Date.now();
+      const draft = async () => page.evaluate(() => {
+        const ann = window.Htx.annotationStore.selected;
+        return { id: ann.draftId || 0, saving: !!ann.isDraftSaving };
+      });
+      const saved = await poll(draft, (d) => d.id > 0 && !d.saving, 30000, 250);
+      timings.wait_draft = Date.now() - td;
+      summary.draft_before_later_click = saved;
+      check(saved.id > 0, 'the editor saved no draft within 30 s of the first answer');
       // what the editor shows now, without any action: still only the first answer
       st = await state();
       summary.regions_before_later_click = { by_type: st.byType, brush_by_item_index: st.brushByItem };

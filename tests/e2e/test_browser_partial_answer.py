@@ -1,6 +1,6 @@
 """Would a smaller answer lose what the annotator sees? In the real LS 1.23.2 editor (headless Chromium,
 tests/browser/annotate.js --later-drop): a Car keypoint on frame 1 (its answer's masks land in the editor), wait until
-the track is done, then a Person keypoint whose answer reaches the editor WITHOUT any Car mask (the browser drops them
+the track is done and the editor autosaved its draft, then a Person keypoint whose answer reaches the editor WITHOUT any Car mask (the browser drops them
 from the response, as an answer carrying only what is new would). Recorded: the editor's brush regions before and
 after that answer (artifacts/browser/partial-answer/summary.json). Finding: the editor keeps them; the answer stays
 complete all the same, because the request does not say what the editor holds (last test).
@@ -36,8 +36,6 @@ def observed(node, label_studio, project) -> dict:  # noqa: F811
     return run_annotate(cmd, ARTIFACTS, SCRIPT_TIMEOUT_S, label_studio)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "per-annotation scopes (issue 9) vs the later-click view (issue 10): LS sends a new label's first click without the annotation's other regions, and without an autosaved draft the backend cannot tell it from another annotator's first click, so its answer holds only the new object; see README Limits"))
 def test_the_scenario_is_informative(observed):
     before = [i for i in observed["brush_ids_before_later_click"] if i.startswith("sam2-1-")]
     assert before, "the first answer put no Car mask into the editor: nothing to lose"
