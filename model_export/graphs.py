@@ -120,6 +120,65 @@ def rotated_linear(lin: nn.Linear, scale: float = 1.0) -> nn.Linear:
     return out
 
 
+def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention of queries q [B,1,M,D] to each of K key blocks k [B,K,N,D] (values v [B,K,N,C]) on its own.
+
+    Returns (out [B,K,M,C], log_z [B,K,M,1]): each block's softmax attention and the log of its softmax
+    denominator, log sum_j exp(q.k_j), which `merge_blocks` needs to combine blocks exactly.
+
+    The fused MatMul -> Softmax -> MatMul kernel returns only normalised rows, so each block gets one more key, a
+    "sink" whose score s = q . mean(k) is known (computed apart, M x D per block), and two more value channels:
+    1 on the block's own keys (giving r = Z / (e^s + Z)) and 1 on the sink (giving e^s / (e^s + Z)); then
+    Z = e^s r / sink, and out = (the first C channels) / r. Both channels are sums the kernel computes anyway, so
+    nothing is subtracted (no cancellation); the sink's score is the block's mean score, so e^s / (e^s + Z) is at
+    most 1/(N+1), and in float32 it underflows only where a query's largest score in the block exceeds its mean
+    score there by ~87 (the block's softmax row is then one-hot to 1e-37). That block's log_z is then too low, which
+    changes the merged result only if another block of the same query has such a peak too (one such block outweighs
+    the others by e^80 either way). Blocks must not be empty (see `pointer_attention`).
+    """
+    sink = k.mean(dim=2, keepdim=True)                                            # [B,K,1,D]: the mean key
+    keys = torch.cat([k, sink], dim=2)                                            # [B,K,N+1,D]
+    ones = torch.ones_like(v[..., :1])
+    own = torch.cat([v, ones, torch.zeros_like(ones)], dim=-1)                    # [B,K,N,C+2]
+    z = torch.zeros_like(sink[..., :1])                                           # [B,K,1,1], also when N = 0
+    sink_v = torch.cat([z.expand(-1, -1, -1, v.shape[-1] + 1), z + 1], dim=-1)    # [B,K,1,C+2]
+    p = torch.softmax(torch.matmul(q, keys.transpose(-1, -2)), dim=-1)             # [B,K,M,N+1]
+    o = torch.matmul(p, torch.cat([own, sink_v], dim=2))                          # [B,K,M,C+2]
+    c = v.shape[-1]
+    val, r, s_w = o[..., :c], o[..., c:c + 1], o[..., c + 1:]
+    s = torch.matmul(q, sink.transpose(-1, -2))                                   # [B,K,M,1]
+    tiny = torch.finfo(torch.float32).tiny
+    log_z = torch.log(r) - torch.log(torch.clamp(s_w, min=tiny)) + s
+    return val / torch.clamp(r, min=tiny), log_z
+
+
+def pointer_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The object pointers as one more block for `merge_blocks`: q [B,M,D], k [B,p,D], v [B,p,C] with p >= 0 (a
+    frame may have no pointers) -> (out [B,1,M,C], log_z [B,1,M,1]; log_z = -inf and out = 0 when p = 0).
+
+    Written with an explicit exp instead of Softmax: a few dozen keys need no fused kernel, and OpenVINO 2026.4's
+    fused one, once run with p = 0 (one key after padding), returned garbage for p >= 16 on the same infer request.
+    A zero key (score 0, value 0) keeps the row max defined when p = 0; it is left out of both sums.
+    """
+    pad = torch.zeros_like(q[:, :1])                                                # [B,1,D]
+    s = torch.matmul(q, torch.cat([k, pad], dim=1).transpose(1, 2))                 # [B,M,p+1]
+    mx = s.amax(dim=-1, keepdim=True)
+    e = torch.exp(s - mx)
+    ones = torch.ones_like(v[..., :1])
+    own = torch.cat([v, ones], dim=-1)                                              # [B,p,C+1]
+    o = torch.matmul(e, torch.cat([own, torch.zeros_like(pad[..., :v.shape[-1] + 1])], dim=1))  # [B,M,C+1]
+    c = v.shape[-1]
+    z = o[..., c:]
+    tiny = torch.finfo(torch.float32).tiny
+    return (o[..., :c] / torch.clamp(z, min=tiny)).unsqueeze(1), (torch.log(z) + mx).unsqueeze(1)
+
+
+def merge_blocks(out: torch.Tensor, log_z: torch.Tensor) -> torch.Tensor:
+    """Attention over all blocks' keys at once from per-block results (`blocked_attention`): the blocks' outputs
+    weighted by their share of the total softmax denominator, softmax over log_z. out [B,K,M,C] -> [B,M,C]."""
+    return (out * torch.softmax(log_z, dim=1)).sum(dim=1)
+
+
 class MemoryAttentionGraph(nn.Module):
     """sam2's MemoryAttention with real-valued RoPE and separate spatial / pointer memories.
 
@@ -134,7 +193,10 @@ class MemoryAttentionGraph(nn.Module):
       the second attention matmul runs over 64 channels instead of 256 (4x fewer FLOPs there);
     - attention is written as MatMul -> Softmax -> MatMul, which OpenVINO's CPU plugin fuses into one
       tiled kernel (a snippets "Subgraph") that never holds the whole score matrix in memory;
-    - RoPE is folded into the projections (`rotated_linear`), the 1/sqrt(d) scale into the query weights.
+    - RoPE is folded into the projections (`rotated_linear`), the 1/sqrt(d) scale into the query weights;
+    - cross-attention runs per key block (`blocked_attention`: one block per memory frame, one for the pointers)
+      and the blocks are merged exactly: the fused kernel loses efficiency with the key count (2-core AMD EPYC,
+      bf16, 4096 queries: 349 GFLOP/s at 4096 keys, 243 at 14,336, 179 at 28,736).
     """
 
     def __init__(self, model):
@@ -171,11 +233,19 @@ class MemoryAttentionGraph(nn.Module):
     def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return torch.matmul(torch.softmax(torch.matmul(q, k.transpose(1, 2)), dim=-1), v)
 
+    def _cross(self, q: torch.Tensor, km: torch.Tensor, kp: torch.Tensor, mem: torch.Tensor,
+               ptr: torch.Tensor) -> torch.Tensor:
+        """softmax(q [km; kp]^T) [mem; ptr] for q [B,hw,D], km [B,n*hw,D], kp [B,p,D], mem [B,n*hw,C], ptr [B,p,C],
+        computed per memory frame and for the pointers, then merged (`blocked_attention`)."""
+        b, hw, d = q.shape
+        blocks = blocked_attention(q.unsqueeze(1), km.reshape(b, -1, hw, d), mem.reshape(b, -1, hw, mem.shape[-1]))
+        pointers = pointer_attention(q, kp, ptr)
+        return merge_blocks(*(torch.cat(x, dim=1) for x in zip(blocks, pointers)))
+
     def forward(self, curr, mem, mem_pos, ptr, ptr_pos):
         ma = self.ma
         qpos = self.curr_pos
         out = curr + 0.1 * qpos if ma.pos_enc_at_input else curr
-        values = torch.cat([mem, ptr], dim=1)  # [B, n*hw + p, 64], projected after attention
         for i, layer in enumerate(ma.layers):
             # self-attention, RoPE on queries and keys
             t = layer.norm1(out)
@@ -189,8 +259,8 @@ class MemoryAttentionGraph(nn.Module):
             q_in = t + qpos if layer.pos_enc_at_cross_attn_queries else t
             km = mem + mem_pos if layer.pos_enc_at_cross_attn_keys else mem
             kp = ptr + ptr_pos if layer.pos_enc_at_cross_attn_keys else ptr
-            k = torch.cat([self._rope(self.cross_k[i], km), ca.k_proj(kp)], dim=1)
-            att = self._attend(self._rope(self.cross_q[i], q_in), k, values)
+            att = self._cross(self._rope(self.cross_q[i], q_in), self._rope(self.cross_k[i], km), ca.k_proj(kp),
+                              mem, ptr)
             out = out + ca.out_proj(ca.v_proj(att))
             # feed-forward
             t = layer.norm3(out)
