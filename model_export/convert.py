@@ -70,7 +70,7 @@ def graph_specs() -> list[GraphSpec]:
             "memory_attention", graphs.MemoryAttentionGraph,
             ("curr", "mem", "mem_pos", "ptr", "ptr_pos"), ("conditioned",),
             lambda s, g: {
-                "curr": _rn(g, 2, (s // 16) ** 2, 256),
+                "curr": _rn(g, 1, (s // 16) ** 2, 256),  # one frame, 2 objects: batches broadcast
                 "mem": _rn(g, 2, 2 * (s // 16) ** 2, 64),
                 "mem_pos": _rn(g, 2, 2 * (s // 16) ** 2, 64),
                 "ptr": _rn(g, 2, 8, 64),

@@ -43,7 +43,8 @@ def export(spec: ModelSpec, out_dir: Path, *, precision: str = "bf16", image_siz
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # a private temp dir beside the target: two exports to one folder must not delete each other's files
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
-    specs, constants, extra = graph_specs(), tracker_constants, {}
+    # the SAM 2.1 memory attention takes the frame once for all objects of a call (graphs.MemoryAttentionGraph)
+    specs, constants, extra = graph_specs(), tracker_constants, {"memory_attention_objects_share_frame": True}
     if spec.family == "edgetam":
         from . import edgetam
         specs, constants, extra = edgetam.graph_specs(model), edgetam.tracker_constants, edgetam.manifest_fields(model)

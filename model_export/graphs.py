@@ -160,7 +160,7 @@ def pointer_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tupl
     fused one, once run with p = 0 (one key after padding), returned garbage for p >= 16 on the same infer request.
     A zero key (score 0, value 0) keeps the row max defined when p = 0; it is left out of both sums.
     """
-    pad = torch.zeros_like(q[:, :1])                                                # [B,1,D]
+    pad = torch.zeros_like(q[:, :1]).expand(k.shape[0], -1, -1)                     # [B,1,D] (q may have batch 1)
     s = torch.matmul(q, torch.cat([k, pad], dim=1).transpose(1, 2))                 # [B,M,p+1]
     mx = s.amax(dim=-1, keepdim=True)
     e = torch.exp(s - mx)
@@ -182,7 +182,7 @@ def merge_blocks(out: torch.Tensor, log_z: torch.Tensor) -> torch.Tensor:
 class MemoryAttentionGraph(nn.Module):
     """sam2's MemoryAttention with real-valued RoPE and separate spatial / pointer memories.
 
-    curr: [B,hw,256] current frame feature (identical rows per object are fine);
+    curr: [1,hw,256] the current frame's feature, shared by the B objects (or [B,hw,256], one per object);
     mem/mem_pos: [B, n*hw, 64] spatial memories of n frames and their spatial +
     temporal encodings; ptr/ptr_pos: [B, p, 64] object-pointer tokens (p may be
     0) and their encodings. The frame's own position encoding is a constant.
@@ -194,6 +194,8 @@ class MemoryAttentionGraph(nn.Module):
     - attention is written as MatMul -> Softmax -> MatMul, which OpenVINO's CPU plugin fuses into one
       tiled kernel (a snippets "Subgraph") that never holds the whole score matrix in memory;
     - RoPE is folded into the projections (`rotated_linear`), the 1/sqrt(d) scale into the query weights;
+    - with curr of batch 1, what depends on the frame alone runs once for all B objects: layer 0's input,
+      self-attention and cross-attention queries (about 5% of one object's graph); batches broadcast after that;
     - cross-attention runs per key block (`blocked_attention`: one block per memory frame, one for the pointers)
       and the blocks are merged exactly: the fused kernel loses efficiency with the key count (2-core AMD EPYC,
       bf16, 4096 queries: 349 GFLOP/s at 4096 keys, 243 at 14,336, 179 at 28,736).
@@ -235,9 +237,10 @@ class MemoryAttentionGraph(nn.Module):
 
     def _cross(self, q: torch.Tensor, km: torch.Tensor, kp: torch.Tensor, mem: torch.Tensor,
                ptr: torch.Tensor) -> torch.Tensor:
-        """softmax(q [km; kp]^T) [mem; ptr] for q [B,hw,D], km [B,n*hw,D], kp [B,p,D], mem [B,n*hw,C], ptr [B,p,C],
+        """softmax(q [km; kp]^T) [mem; ptr] for q [1 or B,hw,D], km [B,n*hw,D], kp [B,p,D], mem [B,n*hw,C], ptr [B,p,C],
         computed per memory frame and for the pointers, then merged (`blocked_attention`)."""
-        b, hw, d = q.shape
+        _, hw, d = q.shape
+        b = km.shape[0]  # q may have batch 1 (the frame shared by the objects)
         blocks = blocked_attention(q.unsqueeze(1), km.reshape(b, -1, hw, d), mem.reshape(b, -1, hw, mem.shape[-1]))
         pointers = pointer_attention(q, kp, ptr)
         return merge_blocks(*(torch.cat(x, dim=1) for x in zip(blocks, pointers)))

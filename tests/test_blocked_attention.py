@@ -78,3 +78,16 @@ def test_one_infer_request_across_memory_and_pointer_counts(graph):
         ref = fresh.get_output_tensor(0).data
         assert np.isfinite(got).all(), (n_mem, n_ptr)
         np.testing.assert_array_equal(got, ref, err_msg=f"{n_mem} memories, {n_ptr} pointer tokens")
+
+
+def test_objects_sharing_the_frame_equal_one_call_each(graph):
+    """The engine's batched call: the frame once ([1,hw,256]) for 3 objects with their own memories and pointers."""
+    objs = [random_inputs("memory_attention", 128, seed=40 + i, n_mem=7, n_ptr=28) for i in range(3)]
+    curr = objs[0]["curr"]
+    batch = {k: np.concatenate([o[k] for o in objs]) for k in ("mem", "mem_pos", "ptr", "ptr_pos")}
+    together = graph(dict(batch, curr=curr))[0]
+    assert together.shape[0] == 3
+    for i, o in enumerate(objs):
+        alone = graph(dict(o, curr=curr))[0]
+        assert np.abs(together[i] - alone[0]).max() <= 1e-5 * np.abs(alone).max(), i
+    assert np.abs(together[0] - together[1]).max() > 1e-2 * np.abs(together[0]).max()  # the objects differ

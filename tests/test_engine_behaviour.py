@@ -100,8 +100,11 @@ def test_two_objects_on_one_frame_match_single_object_runs(model_256_f32, frames
     eng.add_points(both, 0, "b", box=box(both, (0.1, 0.1, 0.4, 0.5)))
     calls = eng.runtime.calls("memory_attention")
     together = run(eng, both)
-    # one memory-attention call per object and tracked frame (not batched: faster on the CPU, see tracker.condition)
-    assert eng.runtime.calls("memory_attention") - calls == 2 * (N - 1)
+    # both objects' memories have the same shapes on every frame: one call per tracked frame, the frame given once
+    # for both (tracker.condition); each object is conditioned once per tracked frame
+    assert eng.runtime.bundle.objects_share_frame
+    assert eng.runtime.calls("memory_attention") - calls == N - 1
+    assert both.attention_calls == {"a": N - 1, "b": N - 1}
     for i, obj in enumerate(("a", "b")):
         alone = eng.start_session(open_source(frames))
         eng.add_points(alone, 0, obj, box=box(alone, BOX if obj == "a" else (0.1, 0.1, 0.4, 0.5)))

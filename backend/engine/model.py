@@ -146,6 +146,8 @@ class ModelBundle:
     no_mem_embed [hidden], no_obj_ptr [hidden],
     obj_ptr_tpos_proj_weight [mem_dim, hidden] / _bias [mem_dim] (when the config projects them).
     `family`: "sam2.1" or "edgetam" (informational: everything the engine does differently is in `memory`).
+    `objects_share_frame`: the memory-attention graph takes the frame once ([1,hw,256]) for a batch of objects
+    (exports since key-blocked attention); older exports and EdgeTAM take one object per call.
     """
 
     path: Path
@@ -163,6 +165,7 @@ class ModelBundle:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     graph_files: dict
+    objects_share_frame: bool = False
 
     @property
     def feat_size(self) -> int:
@@ -205,4 +208,5 @@ class ModelBundle:
                    backbone_stride=int(m["backbone_stride"]), precision=m["precision"],
                    inference_precision_hint=m["inference_precision_hint"], random_weights=bool(m["random_weights"]),
                    weights=m["weights"], config=cfg, constants=constants,
-                   mean=tuple(pre["mean"]), std=tuple(pre["std"]), graph_files=files)
+                   mean=tuple(pre["mean"]), std=tuple(pre["std"]), graph_files=files,
+                   objects_share_frame=bool(m.get("memory_attention_objects_share_frame", False)))
