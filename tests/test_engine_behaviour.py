@@ -93,6 +93,31 @@ def test_dropped_memories_still_track(model_256_f32, frames):
     assert sorted(again) == list(range(3, N)) and ses.store.resident_frames <= 7
 
 
+def test_exports_without_a_shared_frame_get_one_call_per_object(model_256_f32, frames, tmp_path):
+    """An export written before `memory_attention_objects_share_frame` (its graph takes one object's frame per row):
+    the engine calls it once per object, and the masks are those of the batched call."""
+    import json
+    old = tmp_path / "old"
+    old.mkdir()
+    for f in model_256_f32.iterdir():
+        (old / f.name).symlink_to(f)
+    (old / "manifest.json").unlink()
+    m = json.loads((model_256_f32 / "manifest.json").read_text())
+    del m["memory_attention_objects_share_frame"]
+    (old / "manifest.json").write_text(json.dumps(m))
+    results = []
+    for model, calls_per_frame in ((old, 2), (model_256_f32, 1)):
+        eng = make_engine(model)
+        ses = eng.start_session(open_source(frames))
+        eng.add_points(ses, 0, "a", box=box(ses))
+        eng.add_points(ses, 0, "b", box=box(ses, (0.1, 0.1, 0.4, 0.5)))
+        before = eng.runtime.calls("memory_attention")
+        results.append(run(eng, ses, max_frames=6))
+        assert eng.runtime.calls("memory_attention") - before == calls_per_frame * 5
+    for f in results[0]:
+        assert np.abs(results[0][f] - results[1][f]).max() < 1e-4 * np.abs(results[1][f]).max(), f
+
+
 def test_two_objects_on_one_frame_match_single_object_runs(model_256_f32, frames):
     eng = make_engine(model_256_f32)
     both = eng.start_session(open_source(frames))
