@@ -140,8 +140,10 @@ def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tupl
     keys = torch.cat([k, sink], dim=2)                                            # [B,K,N+1,D]
     ones = torch.ones_like(v[..., :1])
     own = torch.cat([v, ones, torch.zeros_like(ones)], dim=-1)                    # [B,K,N,C+2]
-    z = torch.zeros_like(sink[..., :1])                                           # [B,K,1,1], also when N = 0
-    sink_v = torch.cat([z.expand(-1, -1, -1, v.shape[-1] + 1), z + 1], dim=-1)    # [B,K,1,C+2]
+    # no `expand` anywhere here: OpenVINO 2026.4.1 kept the first call's target shape of the Broadcast it becomes
+    # (a later call with another memory count failed shape inference); zeros are sliced from real tensors instead
+    zv, zc = torch.zeros_like(v[:, :, :1]), torch.zeros_like(v[:, :, :1, :1])     # [B,K,1,C], [B,K,1,1]
+    sink_v = torch.cat([zv, zc, zc + 1], dim=-1)                                  # [B,K,1,C+2]
     p = torch.softmax(torch.matmul(q, keys.transpose(-1, -2)), dim=-1)             # [B,K,M,N+1]
     o = torch.matmul(p, torch.cat([own, sink_v], dim=2))                          # [B,K,M,C+2]
     c = v.shape[-1]
@@ -160,7 +162,8 @@ def pointer_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tupl
     fused one, once run with p = 0 (one key after padding), returned garbage for p >= 16 on the same infer request.
     A zero key (score 0, value 0) keeps the row max defined when p = 0; it is left out of both sums.
     """
-    pad = torch.zeros_like(q[:, :1]).expand(k.shape[0], -1, -1)                     # [B,1,D] (q may have batch 1)
+    # [B,1,D] for q of batch 1 or B and p >= 0, by broadcasting arithmetic (no `expand`, see `blocked_attention`)
+    pad = torch.zeros_like(q[:, :1]) + torch.zeros_like(k.sum(dim=1, keepdim=True))
     s = torch.matmul(q, torch.cat([k, pad], dim=1).transpose(1, 2))                 # [B,M,p+1]
     mx = s.amax(dim=-1, keepdim=True)
     e = torch.exp(s - mx)

@@ -140,12 +140,14 @@ class Runtime:
         self.precision = resolve_precision(precision, bundle.inference_precision_hint, list(caps))
         t0 = time.perf_counter()
         self._compiled = {}
+        self._core, self._configs = core, {}
         for g, p in bundle.graph_files.items():
             graph_precision = "f32" if self.precision == "bf16" and g in KEEP_F32.get(bundle.family, ()) \
                 else self.precision
             config = device_config(self.devices[g], graph_precision, precision)
             if threads and self.devices[g].upper().startswith("CPU"):
                 config["INFERENCE_NUM_THREADS"] = int(threads)
+            self._configs[g] = config
             try:
                 self._compiled[g] = core.compile_model(str(p), self.devices[g], config)
             except RuntimeError as e:
@@ -170,6 +172,7 @@ class Runtime:
         self._bg_cancelled = False
         self.preempted = 0                       # background runs cancelled by a foreground run
         self.aborted = 0                         # foreground runs stopped by their stop event
+        self.recompiled = 0                      # graphs recompiled after such a stop (see _recompile)
         self.on_event = None                     # tests: called as on_event(what, graph) at each start/end
         self._local = threading.local()          # .stop: the stop event of stoppable runs on this thread
 
@@ -193,9 +196,25 @@ class Runtime:
                     raise Aborted(f"{graph} stopped at a node: its work was cancelled")
         except Aborted:
             with contextlib.suppress(Exception):
-                req.wait()  # cancelled: returns or raises at once; the request is reusable afterwards
+                req.wait()  # cancelled: returns or raises at once
+            if any(i.get_partial_shape().is_dynamic for i in self._compiled[graph].inputs):
+                self._recompile(graph)  # static shapes (the image encoder) cannot go stale
             self.aborted += 1
             raise
+
+    def _recompile(self, graph: str) -> None:
+        """A fresh compiled model for a graph with dynamic shapes after one of its runs was cancelled mid-graph (the
+        caller holds the graph's lock). OpenVINO 2026.4.1 keeps some nodes' shapes from the cancelled run in the compiled model
+        itself, so a later run with other dynamic shapes fails shape inference or computes on stale shapes, even on
+        a new infer request (seen in the load suite; benchmarks/cancel_safety.py reproduces it). Recompiling costs
+        ~0.27 s for the 1024 px memory attention and is paid only after a cancellation."""
+        t0 = time.perf_counter()
+        self._compiled[graph] = self._core.compile_model(str(self.bundle.graph_files[graph]), self.devices[graph],
+                                                         self._configs[graph])
+        self._requests[graph] = self._compiled[graph].create_infer_request()
+        self._bg_requests.pop(graph, None)  # the background lane makes its next request from the new model
+        self.recompiled += 1
+        log.info("recompiled %s after a cancelled run in %.2f s", graph, time.perf_counter() - t0)
 
     def _event(self, what: str, graph: str) -> None:
         if self.on_event is not None:
