@@ -128,6 +128,7 @@ class Settings:
     interactive_wait_s: float = 0.0
     device: str = "CPU"
     conditioned_cache_bytes: int = 128 << 20
+    attention_batch: int = 1
     max_spill_bytes: int = 8 << 30
     # ---- answers (lsclick) ----
     answer_cache_bytes: int = 64 << 20
@@ -180,6 +181,7 @@ class Settings:
             interactive_wait_s=_num(env, "INTERACTIVE_WAIT_S", 0.0, minimum=0.0),
             device=env.get("DEVICE", "CPU").strip() or "CPU",
             conditioned_cache_bytes=int(_num(env, "COND_CACHE_MB", 128, minimum=0) * (1 << 20)),
+            attention_batch=int(_num(env, "ATTENTION_BATCH", 1, minimum=1, integer=True)),
             max_spill_bytes=int(_num(env, "MAX_SPILL_MB", 8192, minimum=0) * (1 << 20)),
             answer_cache_bytes=int(_num(env, "ANSWER_CACHE_MB", 64, minimum=0) * (1 << 20)),
         )

@@ -94,8 +94,9 @@ def test_dropped_memories_still_track(model_256_f32, frames):
 
 
 def test_exports_without_a_shared_frame_get_one_call_per_object(model_256_f32, frames, tmp_path):
-    """An export written before `memory_attention_objects_share_frame` (its graph takes one object's frame per row):
-    the engine calls it once per object, and the masks are those of the batched call."""
+    """An export written before `memory_attention_objects_share_frame` (its graph takes one object's frame per row),
+    or ATTENTION_BATCH=1: the engine calls memory attention once per object; the masks are those of the batched
+    call."""
     import json
     old = tmp_path / "old"
     old.mkdir()
@@ -106,27 +107,28 @@ def test_exports_without_a_shared_frame_get_one_call_per_object(model_256_f32, f
     del m["memory_attention_objects_share_frame"]
     (old / "manifest.json").write_text(json.dumps(m))
     results = []
-    for model, calls_per_frame in ((old, 2), (model_256_f32, 1)):
-        eng = make_engine(model)
+    for model, batch, calls_per_frame in ((old, 3, 2), (model_256_f32, 1, 2), (model_256_f32, 3, 1)):
+        eng = make_engine(model, attention_batch=batch)
         ses = eng.start_session(open_source(frames))
         eng.add_points(ses, 0, "a", box=box(ses))
         eng.add_points(ses, 0, "b", box=box(ses, (0.1, 0.1, 0.4, 0.5)))
         before = eng.runtime.calls("memory_attention")
         results.append(run(eng, ses, max_frames=6))
-        assert eng.runtime.calls("memory_attention") - before == calls_per_frame * 5
+        tracked = len(results[-1]) - 1  # frame 0 is the prompted frame: no memory attention there
+        assert tracked >= 5 and eng.runtime.calls("memory_attention") - before == calls_per_frame * tracked
     for f in results[0]:
         assert np.abs(results[0][f] - results[1][f]).max() < 1e-4 * np.abs(results[1][f]).max(), f
 
 
 def test_two_objects_on_one_frame_match_single_object_runs(model_256_f32, frames):
-    eng = make_engine(model_256_f32)
+    eng = make_engine(model_256_f32, attention_batch=2)
     both = eng.start_session(open_source(frames))
     eng.add_points(both, 0, "a", box=box(both))
     eng.add_points(both, 0, "b", box=box(both, (0.1, 0.1, 0.4, 0.5)))
     calls = eng.runtime.calls("memory_attention")
     together = run(eng, both)
-    # both objects' memories have the same shapes on every frame: one call per tracked frame, the frame given once
-    # for both (tracker.condition); each object is conditioned once per tracked frame
+    # both objects' memories have the same shapes on every frame: with ATTENTION_BATCH=2, one call per tracked frame,
+    # the frame given once for both (tracker.condition); each object is conditioned once per tracked frame
     assert eng.runtime.bundle.objects_share_frame
     assert eng.runtime.calls("memory_attention") - calls == N - 1
     assert both.attention_calls == {"a": N - 1, "b": N - 1}

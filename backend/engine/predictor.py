@@ -65,6 +65,7 @@ class EngineSettings:
     device: str = "CPU"                     # OpenVINO device(s), see runtime.Runtime
     feature_cache_bytes: int = 1 << 30      # image features kept across sessions (LRU)
     conditioned_cache_bytes: int = 128 << 20  # memory-conditioned features of recent frames (clicks skip attention)
+    attention_batch: int = 1                # objects per memory-attention call (the frame shared; see Tracker.condition)
     max_resident_frames: int = 32           # tracked frames per object whose memories stay in RAM
     spill_dir: str | Path | None = None     # parent of the per-session spill folders (None: the system temp dir)
     max_spill_bytes: int = 8 << 30          # per session; beyond it propagation stops with SpillFull (0: no cap)
@@ -94,7 +95,7 @@ class VideoPredictor:
                              f"(the memory window) or tracking would lose memories")
         self.features = FeatureCache(settings.feature_cache_bytes)
         self.conditioned = ConditionedCache(settings.conditioned_cache_bytes)
-        self.tracker = Tracker(self.runtime, self.features)
+        self.tracker = Tracker(self.runtime, self.features, attention_batch=settings.attention_batch)
         self.tracker.cfg = self.cfg
         self.activity = Activity()
         self.prewarmer = Prewarmer(self.tracker, self.activity)

@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 
 
 class Tracker:
-    def __init__(self, runtime: Runtime, features: FeatureCache):
+    def __init__(self, runtime: Runtime, features: FeatureCache, *, attention_batch: int = 1):
         self.rt = runtime
+        self.attention_batch = max(1, int(attention_batch))
         self.bundle: ModelBundle = runtime.bundle
         self.cfg = self.bundle.config
         self.cache = features
@@ -63,7 +64,10 @@ class Tracker:
         AVX512-BF16 EPYC at 1024 px with 7 memories, 3 objects take 3.79 s as one call and 3.88 s as 3 calls
         before that sharing (benchmarks/attention.py --objects 1,3); with the one-block attention kernel that
         preceded key blocks, a batch of 3 cost 7.65 s against 5.04 s as 3 calls. Exports without
-        `objects_share_frame` (older ones, EdgeTAM) get one call per object.
+        `objects_share_frame` (older ones, EdgeTAM) get one call per object. At most `attention_batch` objects go
+        in one call: each costs ~240 MB of intermediate buffers at 1024 px while the call runs (+250, +730, +1160
+        MB RSS for 1, 3, 5 objects), and the load suite at 128 px peaked ~100 MB higher with 3 than with 1. So the
+        default is 1 (one call per object; ATTENTION_BATCH raises it).
         """
         hw = feats.feat.shape[2] * feats.feat.shape[3]
         curr = feats.feat.reshape(1, feats.feat.shape[1], hw).transpose(0, 2, 1)
@@ -72,7 +76,9 @@ class Tracker:
         for i, m in enumerate(memories):  # older exports and EdgeTAM: one object per call
             key = (m.mem.shape, m.ptr.shape) if self.bundle.objects_share_frame else (i,)
             groups.setdefault(key, []).append(i)
-        for idx in groups.values():
+        chunks = [idx[i:i + self.attention_batch] for idx in groups.values()
+                  for i in range(0, len(idx), self.attention_batch)]
+        for idx in chunks:
             ms = [memories[i] for i in idx]
             res = self.rt.run("memory_attention", curr=curr, mem=np.stack([m.mem for m in ms]),
                               mem_pos=np.stack([m.mem_pos for m in ms]), ptr=np.stack([m.ptr for m in ms]),

@@ -65,7 +65,7 @@ class ModelHolder:
                 model_dir=s.model_dir, precision=s.precision, threads=s.ov_threads,
                 feature_cache_bytes=s.feature_cache_bytes, spill_dir=Path(s.data_dir) / "spill",
                 ov_cache_dir=s.ov_cache_dir, device=s.device, conditioned_cache_bytes=s.conditioned_cache_bytes,
-                max_spill_bytes=s.max_spill_bytes))
+                max_spill_bytes=s.max_spill_bytes, attention_batch=s.attention_batch))
             self.load_seconds = time.monotonic() - t0
             logger.info("model %s loaded in %.1f s, inference precision %s", self.version, self.load_seconds,
                         self._predictor.runtime.precision)
