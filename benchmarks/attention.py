@@ -14,8 +14,8 @@ What it times (each repetition runs every item once, in this order, so load on a
   is what the graph's cross-attentions cost if they ran at OpenVINO's own SDPA speed;
 - `matmul_peak`: a 2048 x 2048 x 2048 MatMul at the same precision (the compute-bound reference).
 Multi-object (`--objects`): B objects with distinct memories on one frame, as B sequential calls, one call of batch
-B with the frame given once (what the engine does: layer 0's frame-only work runs once), and B calls spread over 2
-infer requests of 1 thread each.
+B with the frame given once (what the engine does with ATTENTION_BATCH >= B: layer 0's frame-only work runs once),
+and B calls spread over 2 infer requests of 1 thread each.
 
 Figures: wall seconds (min and median over repetitions) and CPU seconds of this process (all threads; less
 sensitive to other processes on a shared machine); GFLOP/s counts only the 4 cross-attention layers' nominal
@@ -256,7 +256,7 @@ def multi_object(core, model, cfg: dict, s: int, args) -> dict:
         for o in objs:
             o["curr"] = objs[0]["curr"]  # one frame, B objects
         batch = {k: np.concatenate([o[k] for o in objs]) for k in objs[0] if k != "curr"}
-        batch["curr"] = objs[0]["curr"]  # the frame once for all objects, as the engine calls it
+        batch["curr"] = objs[0]["curr"]  # the frame once for all objects, as the engine calls it (ATTENTION_BATCH)
         req, reqs1 = c_all.create_infer_request(), [c_one.create_infer_request() for _ in range(2)]
 
         def sequential():
