@@ -80,10 +80,11 @@ class Tracker:
                   for i in range(0, len(idx), self.attention_batch)]
         for idx in chunks:
             ms = [memories[i] for i in idx]
-            res = self.rt.run("memory_attention", curr=curr, mem=np.stack([m.mem for m in ms]),
-                              mem_pos=np.stack([m.mem_pos for m in ms]), ptr=np.stack([m.ptr for m in ms]),
-                              ptr_pos=np.stack([m.ptr_pos for m in ms]))["conditioned"]
-            out[idx] = res
+
+            def batch(name: str) -> np.ndarray:  # one object: a view, no copy of its ~15 MB of memories
+                return getattr(ms[0], name)[None] if len(ms) == 1 else np.stack([getattr(m, name) for m in ms])
+            out[idx] = self.rt.run("memory_attention", curr=curr, mem=batch("mem"), mem_pos=batch("mem_pos"),
+                                   ptr=batch("ptr"), ptr_pos=batch("ptr_pos"))["conditioned"]
         return out
 
     # ---- decoding --------------------------------------------------------------------------
