@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "f32", "bf16")
 ABORT_POLL_MS = 10  # how often a stoppable run looks at its stop event
-SPARE_QUIET_S = 1.0  # a spare compiled model is made after this long without foreground runs (_make_spare)
-SPARE_WAIT_S = 30.0  # ... or after this long anyway
 
 
 class Aborted(RuntimeError):
@@ -175,8 +173,6 @@ class Runtime:
         self.preempted = 0                       # background runs cancelled by a foreground run
         self.aborted = 0                         # foreground runs stopped by their stop event
         self.recompiled = 0                      # graphs recompiled after such a stop (see _recompile)
-        self._standby: dict = {}                 # graph -> a spare compiled model, made after its first stop
-        self._standby_lock = threading.Lock()
         self.on_event = None                     # tests: called as on_event(what, graph) at each start/end
         self._local = threading.local()          # .stop: the stop event of stoppable runs on this thread
 
@@ -211,35 +207,16 @@ class Runtime:
         caller holds the graph's lock). OpenVINO 2026.4.1 keeps some nodes' shapes from the cancelled run in the
         compiled model itself, so a later run with other dynamic shapes fails shape inference or computes on stale
         shapes, even on a new infer request (seen in the load suite; benchmarks/cancel_safety.py reproduces it).
-
-        Compiling takes ~0.3 s for the 1024 px memory attention or decoder, which the click that caused the stop
-        would wait for: the first stop of a graph compiles in place, and from then on a spare compiled in the
-        background (`_make_spare`, when the runtime is quiet) is swapped in, instantly."""
+        Recompiling costs ~0.3 s for the 1024 px memory attention or decoder, paid only after a cancellation. (A
+        spare compiled in the background would make the swap instant, but the load suite's RSS bound broke with
+        one spare per dynamic graph: not kept.)"""
         t0 = time.perf_counter()
-        with self._standby_lock:
-            spare = self._standby.pop(graph, None)
-        self._compiled[graph] = spare if spare is not None else self._compile(graph)
+        self._compiled[graph] = self._core.compile_model(str(self.bundle.graph_files[graph]), self.devices[graph],
+                                                         self._configs[graph])
         self._requests[graph] = self._compiled[graph].create_infer_request()
         self._bg_requests.pop(graph, None)  # the background lane makes its next request from the new model
         self.recompiled += 1
-        log.info("%s after a cancelled run: %s in %.2f s", graph, "spare swapped in" if spare is not None
-                 else "recompiled", time.perf_counter() - t0)
-        threading.Thread(target=self._make_spare, args=(graph,), name=f"spare-{graph}", daemon=True).start()
-
-    def _compile(self, graph: str):
-        return self._core.compile_model(str(self.bundle.graph_files[graph]), self.devices[graph], self._configs[graph])
-
-    def _make_spare(self, graph: str) -> None:
-        """Compile the next spare once no graph has run for SPARE_QUIET_S (so it does not take the CPU from the click
-        that caused the stop, or from the next one), within SPARE_WAIT_S at most."""
-        self.wait_quiet(SPARE_QUIET_S, SPARE_WAIT_S)
-        try:
-            spare = self._compile(graph)
-        except Exception:  # the next stop compiles in place instead
-            log.exception("could not compile a spare %s", graph)
-            return
-        with self._standby_lock:
-            self._standby.setdefault(graph, spare)
+        log.info("recompiled %s after a cancelled run in %.2f s", graph, time.perf_counter() - t0)
 
     def _event(self, what: str, graph: str) -> None:
         if self.on_event is not None:
