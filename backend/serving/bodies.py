@@ -70,7 +70,7 @@ def parse_json_object(raw: bytes, *, max_depth: int) -> dict:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
-        if "UTF-8" in str(e):
+        if "not valid UTF-8" in str(e):  # (a BOM gets orjson's own message below)
             raise BadRequest("the body is not UTF-8 text; send a JSON object") from None
         raise BadRequest(f"the body is not valid JSON ({str(e)[:120]}); send a JSON object") from None
     if not isinstance(body, dict):
