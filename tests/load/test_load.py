@@ -30,6 +30,7 @@ import multiprocessing
 import os
 import platform
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,8 +51,11 @@ ANNOTATORS = 8
 # MAX_OBJECTS keeps its default (32): it counts one annotation's objects (tests/test_annotation_scopes.py), and each
 # simulated annotator deletes a region once it holds MAX_REGIONS, as annotators do, so a soak stays under it.
 MAX_REGIONS = 20
-CAPS = {"MAX_SESSIONS": 6, "FEATURE_CACHE_MB": 128, "SESSION_MAX_MB": 256, "JOB_WORKERS": 2, "THREADS": 8,
-        "PREDICT_TIME_BUDGET_S": 3, "WRITE_INTERVAL_S": 2}
+CAPS = {"MAX_SESSIONS": 6, "FEATURE_CACHE_MB": 128, "SESSION_MAX_MB": 256, "COND_CACHE_MB": 128,
+        "ANSWER_CACHE_MB": 64, "JOB_WORKERS": 2, "THREADS": 8, "PREDICT_TIME_BUDGET_S": 3, "WRITE_INTERVAL_S": 2}
+# every in-memory cache's cap, each with the gauge that reports its bytes in /metrics
+MEMORY_CAPS = {"FEATURE_CACHE_MB": "sam2_feature_cache_bytes", "SESSION_MAX_MB": "sam2_session_bytes",
+               "COND_CACHE_MB": "sam2_conditioned_cache_bytes", "ANSWER_CACHE_MB": "sam2_answer_cache_bytes"}
 RSS_SLACK_MB = 400  # allocator slack, OpenVINO scratch, thread stacks, Python objects of 8 x requests in flight
 
 
@@ -318,6 +322,13 @@ def _cpu_s(procs: dict[str, list[psutil.Process]]) -> dict[str, float]:
     return out
 
 
+def _cache_mb(backend) -> dict[str, float]:
+    """MB each capped cache holds now, by its setting."""
+    text = backend.get("/metrics").text
+    values = {ln.split(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith("sam2_")}
+    return {cap: round(values.get(gauge, float("nan")) / 2**20, 1) for cap, gauge in MEMORY_CAPS.items()}
+
+
 def _server_5xx(backend) -> dict[str, float]:
     text = backend.get("/metrics").text
     return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
@@ -404,13 +415,16 @@ def test_eight_annotators_for_a_bounded_time(load_setup):
     probed = np.array(stats.health_port_ms) if stats.health_port_ms else health
     p99 = float(np.percentile(probed, 99)) if len(probed) else float("inf")
     main_p99 = float(np.percentile(health, 99)) if len(health) else float("inf")
-    limit_mb = baseline_rss + CAPS["FEATURE_CACHE_MB"] + CAPS["SESSION_MAX_MB"] + RSS_SLACK_MB
+    limit_mb = baseline_rss + sum(CAPS[cap] for cap in MEMORY_CAPS) + RSS_SLACK_MB
+    held = _cache_mb(backend)
     cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
     summary = (f"{elapsed:.0f} s, actions {stats.actions}, main-port /health n={len(health)} "
                f"p50={np.median(health):.1f} ms p99={main_p99:.1f} ms max={health.max():.1f} ms"
                + (f", {_breakdown(side)}" if side else "")
                + f", RSS baseline {baseline_rss:.0f} MB max {max(stats.rss_mb, default=0):.0f} MB (bound "
-               f"{limit_mb:.0f} MB), predictions per task {[n for n, _ in final.values()]}, CPU seconds in the "
+               f"{limit_mb:.0f} MB; caches hold MB {held}; RSS MB at each quarter of the run "
+               f"{[round(stats.rss_mb[min(len(stats.rss_mb) - 1, len(stats.rss_mb) * q // 4)]) for q in (1, 2, 3, 4)] if stats.rss_mb else []}"
+               f"), predictions per task {[n for n, _ in final.values()]}, CPU seconds in the "
                f"{DURATION_S:.0f} s of load {({k: round(v, 1) for k, v in cpu.items()})} of "
                f"{DURATION_S * (os.cpu_count() or 1):.0f} available, {priorities}, load avg (1 min) during the run "
                f"{min(load, default=0):.1f}-{max(load, default=0):.1f} on {os.cpu_count()} cores "
@@ -418,7 +432,9 @@ def test_eight_annotators_for_a_bounded_time(load_setup):
     print("\nLOAD SUMMARY:", summary)
     assert sum(stats.actions.values()) >= ANNOTATORS, summary
     assert not server_5xx, f"the backend answered 5xx: {server_5xx}\n{summary}"
-    assert not stats.errors, f"{len(stats.errors)} errors, first: {stats.errors[:8]}\n{summary}"
+    refused = [line for line in backend.log().splitlines() if re.search(r" -> 4\d\d: ", line)]
+    assert not stats.errors, (f"{len(stats.errors)} errors, first: {stats.errors[:8]}\nthe backend's 4xx log lines: "
+                              f"{refused[:8]}\n{summary}")
     assert np.isfinite(health).all(), f"a main-port /health probe failed or was not 200\n{summary}"
     assert p99 < 100, f"/health p99 {p99:.1f} ms >= 100 ms\n{summary}"
     assert max(stats.rss_mb, default=0) <= limit_mb, f"RSS above the caps' bound\n{summary}"
