@@ -184,6 +184,57 @@ def test_two_objects_per_instance_labels_and_point_identity(app, client, media):
     assert metas == {"Car #1", "Car #2"}
 
 
+def test_replacing_an_objects_only_region_tracks_it_from_the_new_one_alone(app, client, media):
+    """A click on frame 0, tracked; in one request the annotator deletes it and clicks inside the object's mask on
+    frame 6, so the new click joins the object: the object is tracked from the new click alone, as a new object
+    clicked there would be, and no mask tracked from the deleted click is left in the answer."""
+    _, size = media
+    task = kit.frames_task(110, "cup", N)
+    other = kit.point("q", 12, 80, 80, size, label="Person")  # another object of the annotation: its scope
+    first = kit.predict(client, task, kit.FRAMES_CONFIG, [kit.point("p0", 0, 40, 40, size), other], headers=AUTH)
+    assert first.status_code == 200, first.get_json()
+    kit.wait_job(client, 110, headers=AUTH)
+    k = 6
+    tracked = kit.masks_of(kit.predict(client, task, kit.FRAMES_CONFIG, None, headers=AUTH).get_json()
+                           ["results"][0]["result"])[(f"sam2-1-{k}", k)]
+    ys, xs = np.nonzero(tracked)
+    assert len(xs), "the object has no mask on the clicked frame"
+    i = len(xs) // 2
+    click = kit.point("p1", k, (xs[i] + 0.5) / size[0] * 100, (ys[i] + 0.5) / size[1] * 100, size)
+    service = app.config["SERVICE"]
+    budget = service.settings.predict_time_budget_s
+    service.settings = type(service.settings)(**{**service.settings.__dict__, "predict_time_budget_s": 0})
+    try:  # answer at once: the clicked frame and what was tracked before (the job waits for the answer)
+        resp = kit.predict(client, task, kit.FRAMES_CONFIG, [click, other], headers=AUTH)
+    finally:
+        service.settings = type(service.settings)(**{**service.settings.__dict__, "predict_time_budget_s": budget})
+    assert resp.status_code == 200, resp.get_json()
+    assert {r["id"] for r in resp.get_json()["results"][0]["result"] if r["type"] != "brushlabels"} == {"p1", "q"}
+    tracker = app.config["SERVICE"]._entries[110].tracker
+    assert set(tracker.applied) == {(1, k), (2, 12)}, "the click must join the object whose mask it is in"
+    answered = kit.masks_of(resp.get_json()["results"][0]["result"])
+    kit.wait_job(client, 110, headers=AUTH)
+    after = kit.masks_of(kit.predict(client, task, kit.FRAMES_CONFIG, None, headers=AUTH).get_json()
+                         ["results"][0]["result"])
+    # oracle: the engine with one new object clicked on frame 6, tracked both ways
+    root, _ = media
+    predictor = app.config["SERVICE"].model.get()
+    session = predictor.start_session(ImageSequenceSource([root / "cup" / f"{i:05d}.jpg" for i in range(N)]))
+    try:
+        prompt = tracker.applied[(1, k)]
+        predictor.add_points(session, k, 1, points=[[x, y] for x, y, _ in prompt.points], labels=[1])
+        oracle = {r.frame: r.masks()[1] for r in predictor.propagate(session, start=k)}
+        oracle.update({r.frame: r.masks()[1] for r in predictor.propagate(session, start=k, reverse=True)})
+    finally:
+        session.close()
+    assert sorted(f for rid, f in after if rid.startswith("sam2-1-")) == list(range(N))
+    for i in range(N):
+        assert np.array_equal(after[(f"sam2-1-{i}", i)], oracle[i]), f"frame {i} is not tracked from frame {k} alone"
+    # the interactive answer holds the object's mask on the clicked frame only: none tracked from the deleted click
+    assert {i for rid, i in answered if rid.startswith("sam2-1-")} == {k}
+    assert np.array_equal(answered[(f"sam2-1-{k}", k)], oracle[k])
+
+
 def test_newer_prompt_cancels_the_older_job(app, client, media):
     _, size = media
     service = app.config["SERVICE"]

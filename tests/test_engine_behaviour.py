@@ -155,6 +155,60 @@ def test_remove_object_and_clear_prompts(model_256_f32, frames):
         eng.remove_object(ses, "zzz")
 
 
+def test_an_object_whose_prompts_were_all_cleared_starts_over(model_256_f32, frames):
+    """Its only prompt deleted, then a new one on a frame it was tracked on (an annotator replacing the object's
+    only region): the object is tracked from the new prompt alone, exactly as a new object prompted there, and no
+    result of the deleted prompt survives."""
+    eng = make_engine(model_256_f32)
+    ses = eng.start_session(open_source(frames))
+    eng.add_points(ses, 0, "a", box=box(ses))
+    eng.add_points(ses, 0, "b", points=[[40, 40]], labels=[1])
+    run(eng, ses)
+    b_before = {f: eng.frame_result(ses, f).logits[1] for f in range(N)}
+    eng.clear_prompts(ses, 0, "a")
+    k = 5
+    again = eng.add_points(ses, k, "a", points=[[60, 50]], labels=[1])
+    assert eng.pending_passes(ses) and all(p.objects == ("a",) for p in eng.pending_passes(ses))
+    restarted = {f: r.logits[r.object_ids.index("a")] for f, r in enumerate(
+        [eng.frame_result(ses, f) for f in range(N)]) if f != k}
+    assert all((v <= -1000).all() for v in restarted.values()), "the deleted prompt's masks survived"
+    for p in eng.pending_passes(ses):
+        run(eng, ses, start=p.start, reverse=p.reverse, objects=p.objects)
+
+    ref = make_engine(model_256_f32)
+    rses = ref.start_session(open_source(frames))
+    fresh = ref.add_points(rses, k, "a", points=[[60, 50]], labels=[1])
+    np.testing.assert_array_equal(again.logits[again.object_ids.index("a")], fresh.logits[0])
+    run(ref, rses, start=k)
+    run(ref, rses, start=k, reverse=True)
+    for f in range(N):
+        got, want = eng.frame_result(ses, f), ref.frame_result(rses, f)
+        np.testing.assert_allclose(got.logits[got.object_ids.index("a")], want.logits[0], atol=1e-4)
+        np.testing.assert_array_equal(got.logits[got.object_ids.index("b")], b_before[f])
+
+
+def test_a_click_on_an_object_left_with_unpropagated_prompts_only_is_taken_without_memory(model_256_f32, frames):
+    """Box on frame 0, tracked; a point on tracked frame 5 (conditioned on frame 0's memory); the box deleted before
+    any propagation; the point moved: nothing conditions the object any more (sam2 fails an assertion here), so the
+    click is decoded without memory, and the pending passes track the object from its point."""
+    eng = make_engine(model_256_f32, conditioned_cache_bytes=0)  # every conditioned click runs memory attention
+    ses = eng.start_session(open_source(frames))
+    eng.add_points(ses, 0, "a", box=box(ses))
+    run(eng, ses)
+    attn = eng.runtime.calls("memory_attention")
+    eng.add_points(ses, 5, "a", points=[[60, 50]], labels=[1])
+    assert eng.runtime.calls("memory_attention") == attn + 1  # conditioned on frame 0's memory
+    eng.clear_prompts(ses, 0, "a")
+    moved = eng.add_points(ses, 5, "a", points=[[64, 52]], labels=[1])
+    assert eng.runtime.calls("memory_attention") == attn + 1  # no memory to attend to
+    assert (moved.logits[0] > 0).any()
+    passes = eng.pending_passes(ses)
+    assert passes and all(p.objects == ("a",) for p in passes)
+    for p in passes:
+        run(eng, ses, start=p.start, reverse=p.reverse, objects=p.objects)
+    assert not eng.pending_passes(ses)
+
+
 @pytest.mark.parametrize("call,match", [
     (lambda e, s: e.add_points(s, N, 1, box=(0, 0, 5, 5)), "out of range"),
     (lambda e, s: e.add_points(s, -1, 1, box=(0, 0, 5, 5)), "out of range"),

@@ -154,13 +154,22 @@ class TaskTracker:
                     self._rendered = {k: v for k, v in self._rendered.items() if k[0] != obj}
                 if obj not in {o for o, _ in full}:
                     self.book.forget(obj)
+            # an object none of whose prompted frames is left starts over in the engine (a new prompt is not
+            # conditioned on memories of a deleted one): none of its masks is kept
+            restarted = {obj for obj in alive if (old := {f for o, f in self.applied if o == obj})
+                         and not old & {f for o, f in new if o == obj}}
+            self.packed = {k: v for k, v in self.packed.items() if k[0] not in restarted}
+            self._rendered = {k: v for k, v in self._rendered.items() if k[0] not in restarted}
             self.applied = new  # before the engine calls: `record` keeps mask prompts verbatim
-            for obj, frame in changes:
+            # deleted prompts first, so that what is added is never conditioned on them
+            for obj, frame in sorted(changes, key=lambda k: k in new):
                 if obj not in alive:
                     continue
                 prompt = new.get((obj, frame))
                 if prompt is None:
                     out = predictor.clear_prompts(self.session, frame, obj)
+                    if obj in restarted:
+                        continue  # its old mask there is void: the object starts over with its next prompt
                 elif prompt.mask is not None:
                     out = predictor.add_mask(self.session, frame, obj, prompt.mask)
                 else:
