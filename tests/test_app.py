@@ -303,6 +303,13 @@ def test_metrics_count_requests_frames_and_sessions(client):
     assert sessions >= 1
     assert "sam2_feature_cache_bytes" in text and "sam2_request_seconds_bucket" in text
 
+    def gauge(name):
+        return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")))
+    # earlier tests tracked frames and clicked on tracked ones: both caches hold something, within their caps
+    settings = client.application.config["SERVICE"].settings
+    assert 0 < gauge("sam2_conditioned_cache_bytes") <= settings.conditioned_cache_bytes
+    assert 0 < gauge("sam2_answer_cache_bytes") <= settings.answer_cache_bytes
+
 
 def test_a_lost_session_is_rebuilt_from_the_saved_annotation(app, client, media):
     """Restart or eviction: the task's annotation (prompts + a correction) and our prediction rebuild the same masks."""
