@@ -1,6 +1,8 @@
 """Issue 9, High 5: unauthenticated webhooks keep working for LS, but give no oracle and no amplification."""
 from __future__ import annotations
 
+import logging
+import threading
 import time
 
 import pytest
@@ -107,3 +109,26 @@ def test_cycling_task_ids_is_bounded_by_the_token_bucket():
         assert gate.dropped + n + gate.pending() == 500
     finally:
         gate.stop()
+
+
+def test_a_hint_failing_because_the_backend_shuts_down_is_one_info_line(caplog):
+    """A hint in flight when the backend stops fails on the shut-down job pool: that is the shutdown, not a
+    problem to warn about with a traceback."""
+    started, gate_holder = threading.Event(), []
+
+    def handler(tid, aid):
+        started.set()
+        gate_holder[0].stop()  # the backend stops while this hint is being handled
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+    gate = WebhookGate(handler, Limits(webhook_task_interval_s=0))
+    gate_holder.append(gate)
+    with caplog.at_level(logging.INFO, logger="backend.ls.webhooks"):
+        gate.submit({"action": "ANNOTATION_UPDATED", "task": {"id": 3}, "annotation": {"id": 1}})
+        assert started.wait(5)
+        deadline = time.monotonic() + 5
+        while gate.handled < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    records = [r for r in caplog.records if r.name == "backend.ls.webhooks"]
+    assert [r.levelno for r in records] == [logging.INFO] and "shutting down" in records[0].getMessage()
+    assert all(r.exc_info is None for r in records)

@@ -109,6 +109,9 @@ class WebhookGate:
             try:
                 self.handler(tid, aid)
             except Exception as e:  # the caller got its 202 long ago: the log is the only place to say it
+                if self._stopped:  # shutting down: the jobs it would start are refused; LS's next save comes back
+                    logger.info("unauthenticated webhook for task %s dropped: the backend is shutting down", tid)
+                    continue
                 logger.warning("unauthenticated webhook for task %s: %s", tid, e,
                                exc_info=not getattr(e, "status", None))
             finally:
