@@ -84,8 +84,6 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
                        lambda: service.frames_propagated)
     metrics.gauge("sam2_feature_cache_bytes", "Bytes of image features in the cache",
                   lambda: service.model.get(0).features.nbytes if service.model.state == "ready" else 0)
-    metrics.gauge("sam2_conditioned_cache_bytes", "Bytes of memory-conditioned features kept for clicks",
-                  lambda: service.model.get(0).conditioned.nbytes if service.model.state == "ready" else 0)
     metrics.gauge("sam2_media_cache_bytes", "Bytes of media in the disk cache", lambda: service.media.cache.nbytes)
     remote = getattr(service, "remote", False)  # Ray mode: replicas hold sessions, jobs and the engine
     if not remote:
@@ -93,6 +91,8 @@ def create_app(settings: Settings | None = None, service: TrackingService | None
                       lambda: service.sessions.nbytes)
         metrics.gauge("sam2_answer_cache_bytes", "Bytes of cached result JSON texts",
                       lambda: service.answer_texts.nbytes)
+        metrics.gauge("sam2_conditioned_cache_bytes", "Bytes of memory-conditioned features kept for clicks",
+                      lambda: service.model.get(0).conditioned.nbytes if service.model.state == "ready" else 0)
     credentials = f"{settings.basic_auth[0]}:{settings.basic_auth[1]}".encode() if settings.basic_auth else None
     if settings.limits.health_port:
         app.config["HEALTH_SERVER"] = HealthServer(service.model, settings.limits.health_port,
