@@ -16,6 +16,8 @@ Every variable (units in the name or the comment; defaults in brackets):
   already, while propagation goes on in the background. DEVICE [CPU]: OpenVINO device (CPU, GPU, NPU, AUTO, or per
   graph, see backend.engine.runtime). COND_CACHE_MB [128]: memory-conditioned features of recent frames, so a click
   on a tracked frame skips memory attention. MAX_SPILL_MB [8192]: per-task cap of memories spilled to DATA_DIR/spill.
+  ATTENTION_BATCH [auto]: objects per memory-attention call; auto: as many as 1/16 of the memory limit holds (1-5,
+  see backend.engine.batching).
 - ANSWER_CACHE_MB [64]: JSON text of unchanged brush results (LRU, all tasks), so an answer is not re-serialised.
 - WRITE_INTERVAL_S [15]: how often a running background job writes its growing prediction into LS.
 - JOB_WORKERS [2]: propagation jobs that run at once.
@@ -56,6 +58,13 @@ def _num(env: Mapping[str, str], name: str, default: float, *, minimum: float, i
         return _read_number(env, name, default, minimum=minimum, integer=integer)
     except ValueError as e:
         raise SettingsError(str(e)) from None
+
+
+def _attention_batch(env: Mapping[str, str]) -> int | None:
+    """ATTENTION_BATCH: `auto` (or unset) -> None (the engine decides from the memory limit), else an integer >= 1."""
+    if env.get("ATTENTION_BATCH", "").strip().lower() in ("", "auto"):
+        return None
+    return int(_num(env, "ATTENTION_BATCH", 1, minimum=1, integer=True))
 
 
 # ---- CVAT tracker function (backend/cvat) ---------------------------------------------------------------------------
@@ -128,7 +137,7 @@ class Settings:
     interactive_wait_s: float = 0.0
     device: str = "CPU"
     conditioned_cache_bytes: int = 128 << 20
-    attention_batch: int = 1
+    attention_batch: int | None = None
     max_spill_bytes: int = 8 << 30
     # ---- answers (lsclick) ----
     answer_cache_bytes: int = 64 << 20
@@ -181,7 +190,7 @@ class Settings:
             interactive_wait_s=_num(env, "INTERACTIVE_WAIT_S", 0.0, minimum=0.0),
             device=env.get("DEVICE", "CPU").strip() or "CPU",
             conditioned_cache_bytes=int(_num(env, "COND_CACHE_MB", 128, minimum=0) * (1 << 20)),
-            attention_batch=int(_num(env, "ATTENTION_BATCH", 1, minimum=1, integer=True)),
+            attention_batch=_attention_batch(env),
             max_spill_bytes=int(_num(env, "MAX_SPILL_MB", 8192, minimum=0) * (1 << 20)),
             answer_cache_bytes=int(_num(env, "ANSWER_CACHE_MB", 64, minimum=0) * (1 << 20)),
         )

@@ -6,6 +6,7 @@ weights fingerprint; `tests.models.build_oracle` checks it). The torch driver ru
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -67,8 +68,12 @@ class EngineDriver:
 
     def __init__(self, model_dir: Path, frames_dir: Path, threads: int, precision: str):
         from backend.engine import EngineSettings, VideoPredictor
-        self.settings = EngineSettings(model_dir=model_dir, precision=precision, threads=threads, fill_hole_area=0)
-        self.runtime = VideoPredictor(self.settings).runtime
+        batch = os.environ.get("ATTENTION_BATCH", "auto").strip().lower()  # as the service reads it
+        self.settings = EngineSettings(model_dir=model_dir, precision=precision, threads=threads, fill_hole_area=0,
+                                       attention_batch=None if batch in ("", "auto") else int(batch))
+        predictor = VideoPredictor(self.settings)
+        self.runtime = predictor.runtime
+        self.attention_batch = predictor.tracker.attention_batch  # ATTENTION_BATCH or what `auto` chose here
         self.frames_dir = frames_dir
         ov = self.runtime.compiled_property("image_encoder", "INFERENCE_PRECISION_HINT")
         self.precision = {"requested": precision, "resolved": self.runtime.precision, "openvino": ov.to_string()}

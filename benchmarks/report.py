@@ -17,7 +17,8 @@ def print_report(r: dict) -> None:
           f"{'RSS peak MB':>11} {'wall s':>7} {'load1':>5}")
     for b, d in r["backends"].items():
         p = d["precision"]
-        prec = f"{p['requested']}->{p['openvino'] or 'torch f32'}"
+        prec = f"{p['requested']}->{p['openvino'] or 'torch f32'}" + \
+            (f" x{d['attention_batch']}" if d.get("attention_batch") else "")
         print(f"{b:<12} {prec:<18} {d['load_s']:7.1f} {d['warmup_s']:9.1f} {d['rss_loaded_mb']:13.0f} "
               f"{d['rss_process_peak_mb']:11.0f} {d['wall_s']:7.1f} {d['load1_before']:5.2f}")
     tv = r["backends"].get("torch", {}).get("versions")

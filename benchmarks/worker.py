@@ -141,7 +141,7 @@ def run_backend(cfg: dict) -> None:
     d.mask(1, 1, correction)
     d.propagate(1, max_frames=1)
     d.close()
-    out = {"backend": backend, "precision": d.precision, "load_s": load_s, "warmup_s": time.perf_counter() - t0,
+    out = {"backend": backend, "precision": d.precision, "attention_batch": getattr(d, "attention_batch", None), "load_s": load_s, "warmup_s": time.perf_counter() - t0,
            "rss_start_mb": rss0 / MB, "rss_loaded_mb": rss_loaded / MB, "phases": {}, "clicks": {},
            "versions": interpreter_versions()}
     peak = None

@@ -29,6 +29,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from .batching import auto_attention_batch, memory_limit_bytes
 from .conditioned import ConditionedCache
 from .features import FeatureCache
 from .frames import FrameSource
@@ -65,7 +66,8 @@ class EngineSettings:
     device: str = "CPU"                     # OpenVINO device(s), see runtime.Runtime
     feature_cache_bytes: int = 1 << 30      # image features kept across sessions (LRU)
     conditioned_cache_bytes: int = 128 << 20  # memory-conditioned features of recent frames (clicks skip attention)
-    attention_batch: int = 1                # objects per memory-attention call (the frame shared; see Tracker.condition)
+    attention_batch: int | None = None      # objects per memory-attention call (the frame shared; see
+                                            # Tracker.condition); None: as many as memory allows (engine.batching)
     max_resident_frames: int = 32           # tracked frames per object whose memories stay in RAM
     spill_dir: str | Path | None = None     # parent of the per-session spill folders (None: the system temp dir)
     max_spill_bytes: int = 8 << 30          # per session; beyond it propagation stops with SpillFull (0: no cap)
@@ -95,7 +97,11 @@ class VideoPredictor:
                              f"(the memory window) or tracking would lose memories")
         self.features = FeatureCache(settings.feature_cache_bytes)
         self.conditioned = ConditionedCache(settings.conditioned_cache_bytes)
-        self.tracker = Tracker(self.runtime, self.features, attention_batch=settings.attention_batch)
+        batch = settings.attention_batch or auto_attention_batch(bundle.image_size, self.runtime.precision,
+                                                                 memory_limit_bytes())
+        self.tracker = Tracker(self.runtime, self.features, attention_batch=batch)
+        log.info("memory attention: up to %d objects per call (%s)", batch,
+                 "ATTENTION_BATCH" if settings.attention_batch else "automatic, from the memory limit")
         self.tracker.cfg = self.cfg
         self.activity = Activity()
         self.prewarmer = Prewarmer(self.tracker, self.activity)

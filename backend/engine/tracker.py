@@ -65,9 +65,8 @@ class Tracker:
         before that sharing (benchmarks/attention.py --objects 1,3); with the one-block attention kernel that
         preceded key blocks, a batch of 3 cost 7.65 s against 5.04 s as 3 calls. Exports without
         `objects_share_frame` (older ones, EdgeTAM) get one call per object. At most `attention_batch` objects go
-        in one call: each costs ~240 MB of intermediate buffers at 1024 px while the call runs (+250, +730, +1160
-        MB RSS for 1, 3, 5 objects), and the load suite at 128 px peaked ~100 MB higher with 3 than with 1. So the
-        default is 1 (one call per object; ATTENTION_BATCH raises it).
+        in one call: each holds ~240 MB of intermediate buffers at 1024 px (+250, +730, +1160 MB RSS for 1, 3, 5
+        objects), so by default the engine puts in as many as 1/16 of the memory limit holds (`batching`).
         """
         hw = feats.feat.shape[2] * feats.feat.shape[3]
         curr = feats.feat.reshape(1, feats.feat.shape[1], hw).transpose(0, 2, 1)
