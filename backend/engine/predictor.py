@@ -144,7 +144,7 @@ class VideoPredictor:
         session.acquire(self.settings.busy_timeout_s)
         try:
             feats = self.tracker.features(session.source, frame)
-            track, restart = self._prompted_track(session, obj_id)  # registered only once all went well
+            track, restart = session.prompt_target(obj_id)  # registered only once all went well
             if not clear_old_points and frame in track.points:
                 prompt = track.points[frame].extended(prompt)
             is_init, reverse, is_cond = self._prompt_slot(track, frame)
@@ -160,7 +160,7 @@ class VideoPredictor:
                                         point_coords=coords[None], point_labels=prompt.labels[None],
                                         mask_input=prev_logits)
             out = FrameOutput(self._fill(heads.low_res[0]), None, heads.obj_ptr[0], float(heads.object_score[0]))
-            track = self._register(session, obj_id, restart)
+            track = session.register_prompted(obj_id, restart)
             track.points[frame] = prompt
             track.masks.pop(frame, None)
             self._temp(track, is_cond)[frame] = out
@@ -183,11 +183,11 @@ class VideoPredictor:
         session.acquire(self.settings.busy_timeout_s)
         try:
             feats = self.tracker.features(session.source, frame)
-            track, restart = self._prompted_track(session, obj_id)
+            track, restart = session.prompt_target(obj_id)
             _, _, is_cond = self._prompt_slot(track, frame)
             low, ptr, score = self.tracker.mask_as_output(feats, mask)
             out = FrameOutput(self._fill(low), None, ptr, score)
-            track = self._register(session, obj_id, restart)
+            track = session.register_prompted(obj_id, restart)
             track.masks[frame] = mask
             track.points.pop(frame, None)
             self._temp(track, is_cond)[frame] = out
@@ -218,31 +218,10 @@ class VideoPredictor:
         session.acquire(self.settings.busy_timeout_s)
         try:
             self._track(session, obj_id)
-            self._forget(session, obj_id)
+            session.forget_object(obj_id)
         finally:
             session.release()
 
-    @staticmethod
-    def _forget(session: VideoSession, obj_id: ObjectId) -> None:
-        track = session.objects.remove(obj_id)
-        session.store.forget(track.uid)
-        session.attention_calls.pop(obj_id, None)
-
-    @staticmethod
-    def _prompted_track(session: VideoSession, obj_id: ObjectId) -> tuple[ObjectTrack, bool]:
-        """(the track a new prompt for `obj_id` goes to, whether the object starts over). An object whose prompts
-        were all cleared starts over like a new one: its tracked outputs came from prompts that no longer exist,
-        and a prompt on a frame it was tracked on would otherwise need memories of a conditioning frame it has not
-        got. Until the prompt's answer is computed the registry is left as it is (see `_register`)."""
-        track = session.objects.peek(obj_id)
-        if track is None or not track.prompted_frames():
-            return ObjectTrack(obj_id), track is not None
-        return track, False
-
-    def _register(self, session: VideoSession, obj_id: ObjectId, restart: bool) -> ObjectTrack:
-        if restart:
-            self._forget(session, obj_id)
-        return session.objects.get_or_create(obj_id)
 
     # ---- propagation -----------------------------------------------------------------------
     def propagate(self, session: VideoSession, *, start: int | None = None, max_frames: int | None = None,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .frames import FrameSource
-from .state import ObjectId, ObjectRegistry
+from .state import ObjectId, ObjectRegistry, ObjectTrack
 from .store import HeavyStateStore
 
 
@@ -65,6 +65,27 @@ class VideoSession:
         if not isinstance(frame, (int, np.integer)) or not 0 <= frame < self.num_frames:
             raise PromptError(f"frame {frame} is out of range: the video has {self.num_frames} frames (0-{self.num_frames - 1})")
         return int(frame)
+
+    def forget_object(self, obj_id: ObjectId) -> None:
+        """Drop an object with its memories (the caller holds the session)."""
+        track = self.objects.remove(obj_id)
+        self.store.forget(track.uid)
+        self.attention_calls.pop(obj_id, None)
+
+    def prompt_target(self, obj_id: ObjectId) -> tuple[ObjectTrack, bool]:
+        """(the track a new prompt for `obj_id` goes to, whether the object starts over). An object whose prompts
+        were all cleared starts over like a new one: its tracked outputs came from prompts that no longer exist,
+        and a prompt on a frame it was tracked on would otherwise need memories of a conditioning frame it has not
+        got. The registry is left as it is; `register_prompted` commits once the prompt's answer is computed."""
+        track = self.objects.peek(obj_id)
+        if track is None or not track.prompted_frames():
+            return ObjectTrack(obj_id), track is not None
+        return track, False
+
+    def register_prompted(self, obj_id: ObjectId, restart: bool) -> ObjectTrack:
+        if restart:
+            self.forget_object(obj_id)
+        return self.objects.get_or_create(obj_id)
 
     def acquire(self, timeout: float) -> None:
         if not self.lock.acquire(timeout=timeout):

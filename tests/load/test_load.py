@@ -25,7 +25,6 @@ prints the CPU seconds of the backend, the health process, LS and the load gener
 """
 from __future__ import annotations
 
-import http.client
 import multiprocessing
 import os
 import platform
@@ -42,6 +41,7 @@ import pytest
 import requests
 
 from tests import appkit as kit
+from tests.load.probes import breakdown, cpu_model, cpu_s, sample
 from tests.e2e.backend_server import AUTH, start_backend
 from tests.e2e.frames_setup import frame_urls
 from tests.e2e.ls_server import FRAMES_CONFIG, LSApiError
@@ -238,90 +238,6 @@ def _check_no_leak(result: list[dict], task: Task, stats: Stats, who: str, annot
                 stats.error(f"{who}: an RLE of {int.from_bytes(bytes(rle[:4]), 'big')} values on a {task.size} task")
 
 
-def _run_delay_ms(schedstat: str) -> float:
-    """Time a thread has spent runnable but waiting for a CPU (/proc/.../schedstat, 2nd field, ns) in ms."""
-    try:
-        with open(schedstat) as f:
-            return int(f.read().split()[1]) / 1e6
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
-def _probe(port: int) -> tuple[int | None, float, float, str]:
-    """GET /health on a fresh connection (as Docker's HEALTHCHECK or a load balancer does): (status or None, ms,
-    the server's own ms from its Server-Timing header or nan, a note on failure)."""
-    t0 = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/health")
-        resp = conn.getresponse()
-        body = resp.read()
-        ms = (time.perf_counter() - t0) * 1000
-        timing = resp.getheader("Server-Timing") or ""
-        server = float(timing.split("dur=")[1]) if "dur=" in timing else float("nan")
-        return resp.status, ms, server, "" if resp.status == 200 else body[:200].decode(errors="replace")
-    except (OSError, http.client.HTTPException) as e:
-        return None, (time.perf_counter() - t0) * 1000, float("nan"), f"{type(e).__name__}: {e}"
-    finally:
-        conn.close()
-
-
-def _sample(main_port: int, health_port: int | None, worker_pid: int, healthd_pid: int | None, duration_s: float,
-            out) -> None:
-    """In a process and a session of its own, like an orchestrator's prober outside the backend's and the load
-    generator's process trees (where the kernel shares CPU per session, the annotator threads' JSON work would
-    otherwise delay the prober's own clock): GET /health every 0.2 s on the main port and on HEALTH_PORT, the
-    worker's RSS every second and the load average every 5 s, for `duration_s`. Each HEALTH_PORT probe is split
-    into the server's own time (Server-Timing), how long this prober and the health process's accepting thread
-    waited for a CPU (run delay), and the rest. LOAD_PROBER_SESSION=shared keeps it in pytest's session (to
-    measure what that costs)."""
-    if os.environ.get("LOAD_PROBER_SESSION", "own") != "shared":
-        os.setsid()
-    main, side, rss, load, errors = [], [], [], [], []
-    worker = psutil.Process(worker_pid)
-    mine = f"/proc/{os.getpid()}/task/{threading.get_native_id()}/schedstat"
-    theirs = f"/proc/{healthd_pid}/task/{healthd_pid}/schedstat" if healthd_pid else ""
-    end, i = time.monotonic() + duration_s, 0
-    while time.monotonic() < end:
-        status, ms, _, note = _probe(main_port)
-        main.append(ms if status == 200 else float("inf"))
-        if status != 200:
-            errors.append(f"main-port /health -> {status}: {note}")
-        if health_port:
-            me0, hd0 = _run_delay_ms(mine), _run_delay_ms(theirs)
-            status, ms, server, note = _probe(health_port)
-            me1, hd1 = _run_delay_ms(mine), _run_delay_ms(theirs)
-            side.append((ms if status == 200 else float("inf"), server, me1 - me0, hd1 - hd0))
-            if status != 200:
-                errors.append(f"HEALTH_PORT /health -> {status} after {ms:.0f} ms: {note}")
-        if i % 5 == 0:
-            try:
-                rss.append(worker.memory_info().rss / 2**20)
-            except psutil.Error:
-                errors.append("the backend worker process disappeared")
-        if i % 25 == 0:
-            load.append(os.getloadavg()[0])
-        i += 1
-        time.sleep(0.2)
-    out.send((main, side, rss, load, errors))
-    out.close()
-
-
-def _cpu_s(procs: dict[str, list[psutil.Process]]) -> dict[str, float]:
-    """CPU seconds (user + system) used so far by each named group of processes."""
-    out = {}
-    for name, group in procs.items():
-        total = 0.0
-        for p in group:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.Error:
-                pass
-        out[name] = total
-    return out
-
-
 def _cache_mb(backend) -> dict[str, float]:
     """MB each capped cache holds now, by its setting."""
     text = backend.get("/metrics").text
@@ -350,18 +266,18 @@ def test_eight_annotators_for_a_bounded_time(load_setup):
     stats, stop = Stats(), threading.Event()
     ctx = multiprocessing.get_context("fork")  # started before any annotator thread exists
     received, sent = ctx.Pipe(duplex=False)
-    sampler = ctx.Process(target=_sample, args=(int(backend.url.rsplit(":", 1)[1]), backend.health_port, worker.pid,
+    sampler = ctx.Process(target=sample, args=(int(backend.url.rsplit(":", 1)[1]), backend.health_port, worker.pid,
                                                 healthd.pid if healthd else None, DURATION_S, sent), daemon=True)
     sampler.start()
     threads = [threading.Thread(target=_annotator, args=(n, api, project, ml, tasks, backend, stats, stop),
                                 daemon=True) for n in range(ANNOTATORS)]
-    cpu0 = _cpu_s(groups)
+    cpu0 = cpu_s(groups)
     t0 = time.monotonic()
     for t in threads:
         t.start()
     stop.wait(DURATION_S)
     stop.set()
-    cpu1 = _cpu_s(groups)
+    cpu1 = cpu_s(groups)
     for t in threads:
         t.join(130)  # an interactive call may still be in flight (LS gives /predict 100 s)
     elapsed = time.monotonic() - t0
@@ -420,7 +336,7 @@ def test_eight_annotators_for_a_bounded_time(load_setup):
     cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
     summary = (f"{elapsed:.0f} s, actions {stats.actions}, main-port /health n={len(health)} "
                f"p50={np.median(health):.1f} ms p99={main_p99:.1f} ms max={health.max():.1f} ms"
-               + (f", {_breakdown(side)}" if side else "")
+               + (f", {breakdown(side)}" if side else "")
                + f", RSS baseline {baseline_rss:.0f} MB max {max(stats.rss_mb, default=0):.0f} MB (bound "
                f"{limit_mb:.0f} MB; caches hold MB {held}; RSS MB at each quarter of the run "
                f"{[round(stats.rss_mb[min(len(stats.rss_mb) - 1, len(stats.rss_mb) * q // 4)]) for q in (1, 2, 3, 4)] if stats.rss_mb else []}"
@@ -428,7 +344,7 @@ def test_eight_annotators_for_a_bounded_time(load_setup):
                f"{DURATION_S:.0f} s of load {({k: round(v, 1) for k, v in cpu.items()})} of "
                f"{DURATION_S * (os.cpu_count() or 1):.0f} available, {priorities}, load avg (1 min) during the run "
                f"{min(load, default=0):.1f}-{max(load, default=0):.1f} on {os.cpu_count()} cores "
-               f"({platform.processor() or platform.machine()}, {_cpu_model()})")
+               f"({platform.processor() or platform.machine()}, {cpu_model()})")
     print("\nLOAD SUMMARY:", summary)
     assert sum(stats.actions.values()) >= ANNOTATORS, summary
     assert not server_5xx, f"the backend answered 5xx: {server_5xx}\n{summary}"
@@ -439,22 +355,3 @@ def test_eight_annotators_for_a_bounded_time(load_setup):
     assert p99 < 100, f"/health p99 {p99:.1f} ms >= 100 ms\n{summary}"
     assert max(stats.rss_mb, default=0) <= limit_mb, f"RSS above the caps' bound\n{summary}"
     assert all(n <= 1 for n, _ in final.values()), f"more than one prediction of our version on a task\n{summary}"
-
-
-def _breakdown(side: list[tuple[float, float, float, float]]) -> str:
-    """HEALTH_PORT percentiles, and where the time of the slowest 1% of probes went."""
-    ms = np.array([s[0] for s in side])
-    worst = sorted((s for s in side if np.isfinite(s[0])), key=lambda s: s[0])[-max(1, len(side) // 100):]
-    part = lambda i: np.nanmean([s[i] for s in worst]) if worst else float("nan")  # noqa: E731
-    return (f"HEALTH_PORT /health n={len(ms)} p50={np.median(ms):.1f} ms p99={np.percentile(ms, 99):.1f} ms "
-            f"max={ms.max():.1f} ms (slowest 1%: {part(0):.1f} ms, of which the health process's own "
-            f"{part(1):.1f} ms, the prober waiting for a CPU {part(2):.1f} ms, the health process's accepting "
-            f"thread waiting for a CPU {part(3):.1f} ms)")
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
-    except OSError:
-        return "?"
