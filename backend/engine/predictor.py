@@ -222,7 +222,6 @@ class VideoPredictor:
         finally:
             session.release()
 
-
     # ---- propagation -----------------------------------------------------------------------
     def propagate(self, session: VideoSession, *, start: int | None = None, max_frames: int | None = None,
                   reverse: bool = False, objects: Sequence[ObjectId] | None = None) -> Iterator[FrameResult]:
