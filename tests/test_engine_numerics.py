@@ -158,3 +158,16 @@ def test_select_outputs_matches_sam2_forward_sam_heads(model_256_f32, multimask,
     out = select_outputs(raw, multimask, SAM21, model.no_obj_ptr.detach().numpy()[0])
     assert np.array_equal(out.low_res, ref[3][:, 0].numpy())
     assert np.abs(out.obj_ptr - ref[5].numpy()).max() < 1e-5
+
+
+def test_resize_bilinear_is_bit_identical_to_interpolating_each_output_row():
+    """The column pass runs once per source row; every output value is still top*wy0 + bottom*wy1 of the same
+    float32 column interpolations (the form the torch test above checks), to the last bit."""
+    from backend.engine.numerics import _axis
+    x = (np.random.default_rng(1).standard_normal((3, 256, 256)) * 20).astype(np.float32)
+    y0, y1, wy0, wy1 = _axis(256, 480)
+    x0, x1, wx0, wx1 = _axis(256, 640)
+    top, bottom = x[..., y0, :], x[..., y1, :]
+    a = top[..., x0] * wx0 + top[..., x1] * wx1
+    b = bottom[..., x0] * wx0 + bottom[..., x1] * wx1
+    assert np.array_equal(resize_bilinear(x, 480, 640), a * wy0[:, None] + b * wy1[:, None])
