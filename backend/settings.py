@@ -19,6 +19,8 @@ Every variable (units in the name or the comment; defaults in brackets):
   ATTENTION_BATCH [auto]: objects per memory-attention call; auto: as many as 1/16 of the memory limit holds (1-5,
   see backend.engine.batching).
 - ANSWER_CACHE_MB [64]: JSON text of unchanged brush results (LRU, all tasks), so an answer is not re-serialised.
+- INTERACTIVE_MASK_FORMAT [png] | rle: how a click's answer carries brush masks: png = `value.maskDataURL` (a PNG
+  data URL the editor draws and saves as RLE; 2.6-13x smaller), rle = `value.rle`. Stored predictions are always RLE.
 - WRITE_INTERVAL_S [15]: how often a running background job writes its growing prediction into LS.
 - JOB_WORKERS [2]: propagation jobs that run at once.
 - BASIC_AUTH_USER / BASIC_AUTH_PASS: when both are set, every route but /health needs HTTP basic auth.
@@ -65,6 +67,15 @@ def _attention_batch(env: Mapping[str, str]) -> int | None:
     if env.get("ATTENTION_BATCH", "").strip().lower() in ("", "auto"):
         return None
     return int(_num(env, "ATTENTION_BATCH", 1, minimum=1, integer=True))
+
+
+def _mask_format(env: Mapping[str, str]) -> str:
+    """INTERACTIVE_MASK_FORMAT: png (default) or rle."""
+    value = env.get("INTERACTIVE_MASK_FORMAT", "png").strip().lower() or "png"
+    if value not in ("png", "rle"):
+        raise SettingsError(f"INTERACTIVE_MASK_FORMAT={value!r} is not one of png, rle (how a click's answer carries "
+                            "brush masks)")
+    return value
 
 
 # ---- CVAT tracker function (backend/cvat) ---------------------------------------------------------------------------
@@ -141,6 +152,7 @@ class Settings:
     max_spill_bytes: int = 8 << 30
     # ---- answers (lsclick) ----
     answer_cache_bytes: int = 64 << 20
+    interactive_mask_format: str = "png"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -193,6 +205,7 @@ class Settings:
             attention_batch=_attention_batch(env),
             max_spill_bytes=int(_num(env, "MAX_SPILL_MB", 8192, minimum=0) * (1 << 20)),
             answer_cache_bytes=int(_num(env, "ANSWER_CACHE_MB", 64, minimum=0) * (1 << 20)),
+            interactive_mask_format=_mask_format(env),
         )
 
 

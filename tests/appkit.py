@@ -10,7 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from backend.ls.rle import mask_to_rle, rle_to_mask
+from backend.ls.maskurl import value_mask
+from backend.ls.rle import mask_to_rle
 from backend.ls.tasktrack import TaskTracker
 
 N = 16  # frames in the app tests' task
@@ -85,8 +86,22 @@ def brushes(results: list[dict]) -> list[dict]:
 
 def masks_of(results: list[dict]) -> dict[tuple[str, int], np.ndarray]:
     """(region id, item_index) -> bool mask of every brush result."""
-    return {(r["id"], r["item_index"]): rle_to_mask(r["value"]["rle"], r["original_height"], r["original_width"])
+    return {(r["id"], r["item_index"]): value_mask(r["value"], r["original_height"], r["original_width"])
             for r in results if r["type"] == "brushlabels"}
+
+
+def as_saved(results: list[dict]) -> list[dict]:
+    """Results as the editor saves (or sends in a context) what it got from us: a brush region that came as a PNG
+    data URL is saved as the RLE of the image's alpha channel (LSF `Region2RLE`), every other field unchanged."""
+    out = []
+    for r in results:
+        value = r.get("value") or {}
+        if r.get("type") == "brushlabels" and "maskDataURL" in value:
+            mask = value_mask(value, r["original_height"], r["original_width"])
+            value = {**{k: v for k, v in value.items() if k != "maskDataURL"}, "rle": mask_to_rle(mask)}
+            r = dict(r, value=value)
+        out.append(r)
+    return out
 
 
 def predict(client, task: dict, config: str, context: list | None, **kw):

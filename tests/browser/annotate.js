@@ -431,6 +431,9 @@ async function main() {
         labels: [...new Set(brushResults.map((r) => (r.value.brushlabels || [])[0]))].sort(),
         ids: brushResults.slice(0, 3).map((r) => r.id),
         meta_text: brushResults.length && brushResults[0].meta ? brushResults[0].meta.text : null,
+        // how the masks came: value.maskDataURL (INTERACTIVE_MASK_FORMAT=png) or value.rle
+        mask_forms: [...new Set(brushResults.map((r) => ['rle', 'maskDataURL'].filter((k) => k in r.value).join('+')))].sort(),
+        answer_bytes: (await resp.body()).length,
         errors: body && body.errors ? body.errors : undefined,
         response_ms: ms,
       };

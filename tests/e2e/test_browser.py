@@ -2,8 +2,8 @@
 
 An annotator's path through the UI: Auto-Annotation on, the smart Key Point tool with label "Car", one click on frame 1
 of a 24-frame `<Image valueList>` task; LS calls the backend through /api/ml/{id}/interactive-annotating, and the
-brush regions it returns must be listed and drawn on frame 1 and on frame K (reached with the image pager), then be
-submitted with `item_index` per frame. Needs node, tests/browser/node_modules and Chromium:
+brush regions it returns (masks as PNG data URLs, the default) must be listed and drawn on frame 1 and on frame K
+(reached with the image pager), then be submitted with `item_index` per frame, as RLE of exactly our masks. Needs node, tests/browser/node_modules and Chromium:
 `bash scripts/install_browser.sh`. Screenshots and the script's JSON summary go to artifacts/browser/.
 """
 from __future__ import annotations
@@ -101,6 +101,9 @@ def test_editor_gets_the_masks_through_interactive_annotating(annotated):
     assert inter["context"] == [{"type": "keypointlabels", "item_index": 0, "is_positive": True, "labels": ["Car"]}]
     assert annotated["tool"] == {"name": "KeyPointTool", "dynamic": True}
     assert annotated["page_errors"] == []
+    # the product default (INTERACTIVE_MASK_FORMAT=png): the editor got PNG data URLs, which the next tests see drawn
+    # and submitted as RLE equal to our stored prediction
+    assert inter["mask_forms"] == ["maskDataURL"]
 
 
 def test_region_list_has_one_brush_region_per_frame(annotated):
