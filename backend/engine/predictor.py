@@ -409,20 +409,23 @@ class VideoPredictor:
     def _frame_result(self, session: VideoSession, frame: int, is_cond: bool) -> FrameResult:
         """Each object's latest logits on `frame` resized to the video (sam2's consolidation)."""
         lr = self.bundle.low_res_size
-        rows = []
+        rows, sources = [], []
         for track in session.objects:
             temp = track.temp_cond if is_cond else track.temp_non_cond
             out = temp.get(frame) or track.cond.get(frame) or track.non_cond.get(frame)
             if out is not None and self._ensure(session, track, frame, out) and out.pred_logits is not None:
                 rows.append(out.pred_logits)
+                sources.append(out.serial)
             else:
                 rows.append(np.full((lr, lr), NO_OBJ_SCORE, np.float32))
+                sources.append(None)
+        size = (session.height, session.width)
         if not rows:
-            return FrameResult(frame, [], np.zeros((0, session.height, session.width), np.float32))
-        logits = resize_bilinear(np.stack(rows), session.height, session.width)
-        if self.cfg.non_overlap_masks:
-            logits = non_overlapping(logits)
-        return FrameResult(frame, session.objects.ids, logits)
+            return FrameResult(frame, [], np.zeros((0, *size), np.float32))
+        if self.cfg.non_overlap_masks:  # every object's row depends on all of them
+            return FrameResult(frame, session.objects.ids, non_overlapping(resize_bilinear(np.stack(rows), *size)))
+        # resized per object when asked for: a consumer skips the rows it already has (same source)
+        return FrameResult(frame, session.objects.ids, low_res=np.stack(rows), size=size, sources=sources)
 
 
 __all__ = ["VideoPredictor", "EngineSettings", "FrameResult", "PromptError", "SessionBusy", "SpillFull", "PassPlan",

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .frames import FrameSource
+from .numerics import resize_bilinear
 from .state import ObjectId, ObjectRegistry, ObjectTrack
 from .store import HeavyStateStore
 
@@ -22,17 +23,47 @@ class PromptError(ValueError):
     """A prompt is malformed or refers to a frame/object that does not exist; the message says how to fix it."""
 
 
-@dataclass
 class FrameResult:
-    """All objects on one frame: logits [N, H, W] float32 at the video's resolution (> 0 is the mask)."""
+    """All objects on one frame: logits [N, H, W] float32 at the video's resolution (> 0 is the mask).
 
-    frame: int
-    object_ids: list[ObjectId]
-    logits: np.ndarray
+    Built eagerly from `logits`, or lazily from each object's low-res logits [N, h, w] (`low_res`, `size` = (H, W)):
+    an object's row is resized when first asked for (`row`, `masks`; `logits` resizes them all), bit-identical to
+    resizing them together. `sources[i]`: what object i's row is computed from (its output's `FrameOutput.serial`;
+    None when it has no output on this frame), so a consumer that kept the row of the same source can skip it (the
+    other objects on a clicked frame, objects a re-propagation leaves alone); None for eager results.
+    """
+
+    def __init__(self, frame: int, object_ids: list[ObjectId], logits: np.ndarray | None = None, *,
+                 low_res: np.ndarray | None = None, size: tuple[int, int] | None = None,
+                 sources: list[int | None] | None = None):
+        if (logits is None) == (low_res is None) or (low_res is not None and size is None):
+            raise ValueError("FrameResult takes logits, or low_res with size")
+        self.frame = frame
+        self.object_ids = list(object_ids)
+        self.sources = sources
+        self._logits = logits
+        self._low_res, self._size = low_res, size
+        self._rows: dict[int, np.ndarray] = {}
+
+    def row(self, i: int) -> np.ndarray:
+        """Logits [H, W] of the i-th object."""
+        if self._logits is not None:
+            return self._logits[i]
+        if i not in self._rows:
+            self._rows[i] = resize_bilinear(self._low_res[i], *self._size)
+        return self._rows[i]
+
+    @property
+    def logits(self) -> np.ndarray:
+        if self._logits is None:
+            rows = [self.row(i) for i in range(len(self.object_ids))]
+            self._logits = np.stack(rows) if rows else np.zeros((0, *self._size), np.float32)
+            self._rows.clear()
+        return self._logits
 
     def masks(self) -> dict[ObjectId, np.ndarray]:
         """{object id: bool mask [H, W]}."""
-        return {oid: self.logits[i] > 0 for i, oid in enumerate(self.object_ids)}
+        return {oid: self.row(i) > 0 for i, oid in enumerate(self.object_ids)}
 
 
 @dataclass

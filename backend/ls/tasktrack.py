@@ -93,6 +93,8 @@ class TaskTracker:
     # per (object, frame): the LS results of its current mask, dropped when the mask changes (their JSON texts live
     # in the service's TextCache under their digests, ANSWER_CACHE_MB)
     _rendered: dict[tuple[int, int], Rendered] = field(default_factory=dict, repr=False)
+    # per (object, frame): the (output serial, prompt mask) its packed mask was recorded from (`record`)
+    _sources: dict[tuple[int, int], tuple | None] = field(default_factory=dict, repr=False)
 
     @property
     def num_frames(self) -> int:
@@ -116,7 +118,7 @@ class TaskTracker:
         """Bytes this tracker holds in Python (compressed masks, rendered LS results, prompt masks); the engine
         session's own memory is bounded by the engine's caps."""
         with self.lock:
-            total = sum(len(b) + 100 for b in self.packed.values())
+            total = sum(len(b) + 200 for b in self.packed.values())  # + its key and recorded source
             total += sum(r.nbytes() for r in self._rendered.values())
             total += sum(40 * len(d) + 100 for d in self.emitted_digests.values())
             total += sum(40 * len(d) + 100 for d in self.emitted_results.values())
@@ -137,20 +139,29 @@ class TaskTracker:
         return {f for (o, f) in self.packed if o == obj}
 
     def record(self, result: FrameResult) -> None:
-        """Keep one propagated frame's masks (logits > 0) for every object in it."""
+        """Keep one propagated frame's masks (logits > 0) for every object in it. An object whose mask here comes
+        from the output (`result.sources`) and prompt mask it was last recorded from is skipped unresized: the other
+        objects on a clicked frame, the objects a re-propagation leaves alone."""
         with self.lock:
-            for obj, mask in result.masks().items():
-                prompt = self.applied.get((obj, result.frame))
-                if prompt is not None and prompt.mask is not None:
-                    mask = prompt.mask  # the annotator's own mask, not its low-res round trip
-                if obj in self.book.labels:
-                    bits = np.packbits(mask.ravel())
-                    blob = zlib.compress(bits.tobytes(), 1)
-                    if self.packed.get((obj, result.frame)) == blob:
-                        continue  # unchanged (e.g. the other objects on a clicked frame): keep its rendered results
-                    self.packed[(obj, result.frame)] = blob
-                    self.emitted_digests.setdefault((obj, result.frame), set()).add(mask_digest(bits))
-                    self._rendered.pop((obj, result.frame), None)
+            for i, obj in enumerate(result.object_ids):
+                if obj not in self.book.labels:
+                    continue
+                key = (obj, result.frame)
+                prompt = self.applied.get(key)
+                own = prompt.mask if prompt is not None and prompt.mask is not None else None
+                source = None if result.sources is None or result.sources[i] is None else \
+                    (result.sources[i], None if own is None else id(own))
+                if source is not None and key in self.packed and self._sources.get(key) == source:
+                    continue
+                mask = own if own is not None else result.row(i) > 0  # the annotator's own mask, not its round trip
+                bits = np.packbits(mask.ravel())
+                blob = zlib.compress(bits.tobytes(), 1)
+                self._sources[key] = source
+                if self.packed.get(key) == blob:
+                    continue  # unchanged: keep its rendered results
+                self.packed[key] = blob
+                self.emitted_digests.setdefault(key, set()).add(mask_digest(bits))
+                self._rendered.pop(key, None)
 
     # ---- prompts -> engine ---------------------------------------------------------------------
     def sync(self, predictor: VideoPredictor, upto: int | None = None) -> int | None:
@@ -172,6 +183,7 @@ class TaskTracker:
                     predictor.remove_object(self.session, obj)
                     self.packed = {k: v for k, v in self.packed.items() if k[0] != obj}
                     self._rendered = {k: v for k, v in self._rendered.items() if k[0] != obj}
+                    self._sources = {k: v for k, v in self._sources.items() if k[0] != obj}
                 if obj not in {o for o, _ in full}:
                     self.book.forget(obj)
             # an object none of whose prompted frames is left starts over in the engine (a new prompt is not
@@ -180,6 +192,7 @@ class TaskTracker:
                          and not old & {f for o, f in new if o == obj}}
             self.packed = {k: v for k, v in self.packed.items() if k[0] not in restarted}
             self._rendered = {k: v for k, v in self._rendered.items() if k[0] not in restarted}
+            self._sources = {k: v for k, v in self._sources.items() if k[0] not in restarted}
             self.applied = new  # before the engine calls: `record` keeps mask prompts verbatim
             # deleted prompts first, so that what is added is never conditioned on them
             for obj, frame in sorted(changes, key=lambda k: k in new):
