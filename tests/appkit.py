@@ -90,6 +90,12 @@ def masks_of(results: list[dict]) -> dict[tuple[str, int], np.ndarray]:
             for r in results if r["type"] == "brushlabels"}
 
 
+def masks_by_frame(results: list[dict]) -> dict[int, np.ndarray]:
+    """item_index -> bool mask of every brush result (one object's results), whichever form its mask came in."""
+    return {r["item_index"]: value_mask(r["value"], r["original_height"], r["original_width"])
+            for r in results if r["type"] == "brushlabels"}
+
+
 def as_saved(results: list[dict]) -> list[dict]:
     """Results as the editor saves (or sends in a context) what it got from us: a brush region that came as a PNG
     data URL is saved as the RLE of the image's alpha channel (LSF `Region2RLE`), every other field unchanged."""

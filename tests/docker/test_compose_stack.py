@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import requests
 
-from backend.ls.rle import rle_to_mask
 from tests import appkit as kit
 from tests.docker.dockerkit import CI, REPO, health_up, readable_tree, wait_for
 from tests.e2e.backend_server import AUTH
@@ -138,10 +137,6 @@ def test_both_services_healthy_and_wired_as_compose_says(ci, stack):
     assert health_up(s.backend_url)["model"] == "sam2.1_hiera_tiny"
 
 
-def _results_by_frame(results: list[dict]) -> dict[int, np.ndarray]:
-    return {r["item_index"]: rle_to_mask(r["value"]["rle"], r["original_height"], r["original_width"])
-            for r in results if r["type"] == "brushlabels"}
-
 
 def _wait_prediction(api: LSApi, task_id: int, ready, timeout: float = 180.0) -> dict:
     return wait_for(lambda: next((p for p in api.predictions(task_id) if ready(p)), None), timeout,
@@ -183,8 +178,8 @@ def test_interactive_prompt_correction_and_repropagation(ci, stack, project):
 
     prediction = _wait_prediction(api, tasks[0], lambda p: len(kit.brushes(p["result"])) == N)
     assert prediction["model_version"] == s.backend("/versions").json()["model_version"]
-    before = _results_by_frame(prediction["result"])
-    assert before.keys() == _results_by_frame(answer["data"]["result"]).keys()
+    before = kit.masks_by_frame(prediction["result"])
+    assert before.keys() == kit.masks_by_frame(answer["data"]["result"]).keys()
 
     corrected = before[K].copy()
     h, w = corrected.shape
@@ -203,7 +198,7 @@ def test_interactive_prompt_correction_and_repropagation(ci, stack, project):
     assert status["state"] == "done", status
 
     def repropagated(p):
-        masks = _results_by_frame(p["result"])
+        masks = kit.masks_by_frame(p["result"])
         return len(masks) == N and np.array_equal(masks[K], corrected)
     _wait_prediction(api, tasks[0], repropagated)
 
@@ -212,7 +207,7 @@ def test_interactive_prompt_correction_and_repropagation(ci, stack, project):
         time.sleep(2 * 1.0)  # WRITE_INTERVAL_S=1 in the env file
         return first == api.predictions(tasks[0]) and first
     (final,) = wait_for(settled, 60, "the prediction to stop changing", every_s=0.1)
-    after = _results_by_frame(final["result"])
+    after = kit.masks_by_frame(final["result"])
     assert repropagated(final)
     assert len(api.predictions(tasks[0])) == 1, "the prediction is updated, not duplicated"
     assert all(np.array_equal(after[i], before[i]) for i in range(K)), "frames before the correction changed"

@@ -6,7 +6,6 @@ import time
 import numpy as np
 import pytest
 
-from backend.ls.rle import rle_to_mask
 from tests import appkit as kit
 from tests.e2e.backend_server import AUTH
 from tests.e2e.frames_setup import create_frames_project, frame_urls
@@ -24,10 +23,6 @@ def frames_project(label_studio, backend, clips_dir):
                               task_data=[{"frames": frames, "video": "box.mp4"}, {"frames": frames[:6]}])
     return p.project, p.ml, p.tasks, p.size
 
-
-def _results_by_frame(results: list[dict]) -> dict[int, np.ndarray]:
-    return {r["item_index"]: rle_to_mask(r["value"]["rle"], r["original_height"], r["original_width"])
-            for r in results if r["type"] == "brushlabels"}
 
 
 def _wait_prediction(api, task_id: int, ready, timeout: float = 120.0) -> dict:
@@ -66,16 +61,16 @@ def test_interactive_box_and_negative_point_return_every_frame(tracked):
     assert {r["id"] for r in answer["data"]["result"]} - {r["id"] for r in results} == {"e2e-box", "e2e-neg"}
     assert sorted(r["item_index"] for r in results) == list(range(N))
     assert {r["id"] for r in results} == {f"sam2-1-{i}" for i in range(N)}
+    masks = kit.masks_by_frame(results)
     for r in results:
-        alpha = rle_to_mask(r["value"]["rle"], r["original_height"], r["original_width"])
-        assert alpha.any() and r["value"]["brushlabels"] == ["Car"] and r["to_name"] == "frames"
+        assert masks[r["item_index"]].any() and r["value"]["brushlabels"] == ["Car"] and r["to_name"] == "frames"
 
 
 def test_prediction_lands_in_label_studio(tracked, backend):
     answer, prediction, _ = tracked
     assert prediction["model_version"] == backend.get("/versions").json()["model_version"]
-    stored = _results_by_frame(prediction["result"])
-    answered = _results_by_frame(answer["data"]["result"])
+    stored = kit.masks_by_frame(prediction["result"])
+    answered = kit.masks_by_frame(answer["data"]["result"])
     assert stored.keys() == answered.keys() and all(np.array_equal(stored[i], answered[i]) for i in stored)
 
 
@@ -83,7 +78,7 @@ def test_corrected_mask_repropagates_and_keeps_earlier_frames(label_studio, fram
     api = label_studio.api
     _, _, tasks, _ = frames_project
     _, prediction, ctx = tracked
-    before = _results_by_frame(prediction["result"])
+    before = kit.masks_by_frame(prediction["result"])
     corrected = before[K].copy()
     h, w = corrected.shape
     corrected[: h // 2, :] = False  # the annotator erases the top half ...
@@ -95,9 +90,9 @@ def test_corrected_mask_repropagates_and_keeps_earlier_frames(label_studio, fram
     api.create_annotation(tasks[0], result)  # LS fires ANNOTATION_CREATED at the backend's /webhook
 
     def repropagated(p):
-        masks = _results_by_frame(p["result"])
+        masks = kit.masks_by_frame(p["result"])
         return K in masks and np.array_equal(masks[K], corrected) and len(masks) == N
-    after = _results_by_frame(_wait_prediction(api, tasks[0], repropagated)["result"])
+    after = kit.masks_by_frame(_wait_prediction(api, tasks[0], repropagated)["result"])
     assert len(api.predictions(tasks[0])) == 1, "the prediction is updated, not duplicated"
     for i in range(K):
         assert np.array_equal(after[i], before[i]), f"frame {i} before the correction changed"
@@ -123,7 +118,7 @@ def test_batch_retrieve_predictions_over_all_tasks(label_studio, frames_project,
     assert backend.get("/health").status_code == 200
     ours = _wait_prediction(api, prompted, lambda p: p["model_version"] == version
                             and len(kit.brushes(p["result"])) == N)
-    masks = _results_by_frame(ours["result"])
+    masks = kit.masks_by_frame(ours["result"])
     assert sorted(masks) == list(range(N)) and all(m.any() for m in masks.values())
     # LS stores the batch answer as a prediction and the job writes its own: the backend must adopt one and delete
     # its duplicates (issue 9), so within a few write intervals exactly one of our version is left

@@ -2,6 +2,7 @@
 worker's RSS, CPU seconds per process group, the CPU model. The sampler runs in a forked process of its own."""
 from __future__ import annotations
 
+import base64
 import http.client
 import os
 import threading
@@ -9,6 +10,8 @@ import time
 
 import numpy as np
 import psutil
+
+from backend.ls.maskurl import PREFIX
 
 
 def _run_delay_ms(schedstat: str) -> float:
@@ -104,6 +107,18 @@ def breakdown(side: list[tuple[float, float, float, float]]) -> str:
             f"max={ms.max():.1f} ms (slowest 1%: {part(0):.1f} ms, of which the health process's own "
             f"{part(1):.1f} ms, the prober waiting for a CPU {part(2):.1f} ms, the health process's accepting "
             f"thread waiting for a CPU {part(3):.1f} ms)")
+
+
+def canvas_pixels(value: dict) -> int | None:
+    """Pixels of the canvas a brush mask was drawn on, from its header alone (nothing decoded): an RLE's value count
+    is width * height * 4, a PNG data URL's IHDR holds width and height; None if it is neither."""
+    if value.get("rle") is not None:
+        return int.from_bytes(bytes(value["rle"][:4]), "big") / 4
+    url = value.get("maskDataURL")
+    if not isinstance(url, str) or not url.startswith(PREFIX):
+        return None
+    head = base64.b64decode(url[len(PREFIX):len(PREFIX) + 32])  # signature + IHDR: width, height at bytes 16-24
+    return int.from_bytes(head[16:20], "big") * int.from_bytes(head[20:24], "big")
 
 
 def cpu_model() -> str:

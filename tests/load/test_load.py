@@ -41,7 +41,7 @@ import pytest
 import requests
 
 from tests import appkit as kit
-from tests.load.probes import breakdown, cpu_model, cpu_s, sample
+from tests.load.probes import breakdown, canvas_pixels, cpu_model, cpu_s, sample
 from tests.e2e.backend_server import AUTH, start_backend
 from tests.e2e.frames_setup import frame_urls
 from tests.e2e.ls_server import FRAMES_CONFIG, LSApiError
@@ -232,10 +232,8 @@ def _check_no_leak(result: list[dict], task: Task, stats: Stats, who: str, annot
         elif r["value"]["brushlabels"][0] not in labels:
             stats.error(f"{who}: a mask labelled {r['value']['brushlabels']} where only {sorted(labels)} belong "
                         "(another annotator's or another task's object)")
-        else:  # the RLE's header holds its value count: width * height * 4 of the canvas it was drawn on
-            rle = r["value"]["rle"]
-            if int.from_bytes(bytes(rle[:4]), "big") != task.size[0] * task.size[1] * 4:
-                stats.error(f"{who}: an RLE of {int.from_bytes(bytes(rle[:4]), 'big')} values on a {task.size} task")
+        elif (drawn := canvas_pixels(r["value"])) != task.size[0] * task.size[1]:  # from its header, not decoded
+            stats.error(f"{who}: a mask drawn on a canvas of {drawn} pixels on a {task.size} task")
 
 
 def _cache_mb(backend) -> dict[str, float]:

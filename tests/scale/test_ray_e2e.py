@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import requests
 
-from backend.ls.rle import rle_to_mask
 from tests import appkit as kit
 from tests.e2e.frames_setup import create_frames_project, frame_urls
 
@@ -33,10 +32,6 @@ def project(label_studio, front, clips_dir):
 def _box(size, frame=0, rid="ray-box"):
     return kit.rect(rid, frame, 25, 25, 50, 50, size)
 
-
-def _masks(results: list[dict]) -> dict[int, np.ndarray]:
-    return {r["item_index"]: rle_to_mask(r["value"]["rle"], r["original_height"], r["original_width"])
-            for r in results if r["type"] == "brushlabels"}
 
 
 def _job(front, task: int) -> dict:
@@ -64,7 +59,7 @@ def _full_prediction(api, task: int) -> dict:
     def full():
         preds = _prediction(api, task)
         assert len(preds) <= 1, f"task {task} has {len(preds)} predictions of this model version"
-        return preds and len(_masks(preds[0]["result"])) == N and preds[0]
+        return preds and len(kit.masks_by_frame(preds[0]["result"])) == N and preds[0]
     return _wait(full, 30, f"task {task}'s complete prediction in LS")
 
 
@@ -91,7 +86,7 @@ def test_two_tasks_prompted_at_once_run_on_two_replicas(label_studio, project, p
     live = {a["replica"] for a in ray_cluster.replica_actors()}
     assert set(replica_of.values()) == live and len(live) == 2, (replica_of, live)
     for t in tasks[:2]:
-        assert _masks(answers[t]["data"]["result"])  # what was tracked within the time budget ...
+        assert kit.masks_by_frame(answers[t]["data"]["result"])  # what was tracked within the time budget ...
         done = _wait(lambda: (s := _job(front, t))["state"] == "done" and s, 180, "the job to finish")
         assert done["replica"] == replica_of[t]  # ... the rest by the job on the same replica, written into LS
         _full_prediction(label_studio.api, t)
@@ -154,7 +149,7 @@ def test_killed_replica_rebuilds_its_tasks_elsewhere_from_label_studio(label_stu
     # reference: the same prompt on a fresh task, tracked to the end (no kill)
     api.interactive(ml, tasks[2], [_box(size)])
     _wait(lambda: _job(front, tasks[2])["state"] == "done", 180, "the reference job")
-    reference = _masks(_full_prediction(api, tasks[2])["result"])
+    reference = kit.masks_by_frame(_full_prediction(api, tasks[2])["result"])
     ann = api.create_annotation(victim, [_box(size, rid="kill-box")])  # background job on the victim's replica
     _wait(lambda: (s := _job(front, victim))["state"] == "running" and s["written_frames"] > 0, 60,
           "a partial prediction written into LS")
@@ -181,7 +176,7 @@ def test_killed_replica_rebuilds_its_tasks_elsewhere_from_label_studio(label_stu
     assert done["replica"] != dead
     after = _full_prediction(api, victim)
     assert after["id"] == before["id"], "the prediction written before the kill is updated, not lost or duplicated"
-    masks = _masks(after["result"])
+    masks = kit.masks_by_frame(after["result"])
     assert all(np.array_equal(masks[i], reference[i]) for i in range(N)), "the rebuild tracks as the original did"
     anns = api.get_task(victim)["annotations"]
     assert [a["id"] for a in anns] == [ann["id"]] and anns[0]["result"][0]["id"] == "kill-box"
@@ -191,7 +186,7 @@ def test_evictions_keep_two_sessions_per_replica_and_rebuild_on_demand(label_stu
     api = label_studio.api
     _, ml, tasks, size = project
     for t in tasks[3:7]:  # 7 tasks in all onto 2 replicas x MAX_SESSIONS=2
-        assert _masks(api.interactive(ml, t, [_box(size)])["data"]["result"])
+        assert kit.masks_by_frame(api.interactive(ml, t, [_box(size)])["data"]["result"])
     live = {a["replica"] for a in ray_cluster.replica_actors()}
 
     def scrape():  # a replica that replaced a killed one reports its gauges a moment after it starts
@@ -204,7 +199,7 @@ def test_evictions_keep_two_sessions_per_replica_and_rebuild_on_demand(label_stu
     evictions = sum(float(m.group(1)) for m in re.finditer(r'sam2_replica_evictions{replica="[^"]+"} (\S+)', metrics))
     assert evictions >= 1
     again = api.interactive(ml, tasks[3], [_box(size)])  # held or evicted, its prompt is answered
-    assert _masks(again["data"]["result"])
+    assert kit.masks_by_frame(again["data"]["result"])
 
 
 def test_ray_and_serve_metrics_are_reachable(ray_cluster, front):
