@@ -126,6 +126,16 @@ def wait_job(client, task_id: int, timeout: float = 120.0, **kw) -> dict:
     raise AssertionError(f"job of task {task_id} did not finish in {timeout} s")
 
 
+def tracked_box(client, task_id: int, size, **task_kw) -> tuple[dict, dict]:
+    """A cup task with one box on frame 0 (region r1), tracked to the end: (task, the box result)."""
+    task = frames_task(task_id, "cup", N, **task_kw)
+    box = rect("r1", 0, 30, 20, 40, 60, size)
+    r = predict(client, task, FRAMES_CONFIG, [box], headers=AUTH)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    wait_job(client, task_id, headers=AUTH)
+    return task, box
+
+
 def wait_ready(client, timeout: float = 120.0) -> None:
     end = time.monotonic() + timeout
     while client.get("/health").status_code != 200:

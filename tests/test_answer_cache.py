@@ -87,10 +87,7 @@ def _answer(client, task, context):
 def test_our_unchanged_masks_in_a_context_are_not_decoded_and_change_nothing(app, client, media, decodes):
     _, size = media
     tid = 131
-    task = kit.frames_task(tid, "cup", N)
-    rect = kit.rect("r1", 0, 30, 20, 40, 60, size)
-    _answer(client, task, [rect])
-    kit.wait_job(client, tid, headers=AUTH)
+    task, rect = kit.tracked_box(client, tid, size)
     full = _answer(client, task, [rect])
     ours = kit.as_saved(kit.brushes(full.get_json()["results"][0]["result"]))  # as the editor sends them back
     assert len(ours) >= N - 1
@@ -121,10 +118,7 @@ def test_a_correction_echoed_back_as_our_output_stays_a_prompt(app, client, medi
     that result back unchanged it is not decoded, but it is present: the ledger must keep the correction."""
     _, size = media
     tid = 132
-    task = kit.frames_task(tid, "cup", N)
-    rect = kit.rect("r1", 0, 30, 20, 40, 60, size)
-    _answer(client, task, [rect])
-    kit.wait_job(client, tid, headers=AUTH)
+    task, rect = kit.tracked_box(client, tid, size)
     k = 4
     fix = np.zeros((size[1], size[0]), bool)
     fix[10:60, 20:90] = True

@@ -100,10 +100,7 @@ def _predict(client, task, context):
 def test_a_click_answers_data_urls_of_exactly_the_masks_stored_as_rle(app, client, media):
     _, size = media
     tid = 141
-    task = kit.frames_task(tid, "cup", N)
-    rect = kit.rect("r1", 0, 30, 20, 40, 60, size)
-    _predict(client, task, [rect])
-    kit.wait_job(client, tid, headers=AUTH)
+    task, rect = kit.tracked_box(client, tid, size)
     click = kit.brushes(_predict(client, task, [rect])["result"])
     batch = kit.brushes(_predict(client, task, None)["result"])  # LS stores a batch answer as it is: RLE
     assert len(click) == len(batch) >= N - 1
@@ -123,10 +120,7 @@ def test_a_draft_autosaved_with_data_urls_rebuilds_the_task_as_accepted_output(a
     it, our masks still as data URLs (fast serialisation), and our RLE prediction: the draft's masks are our own
     output, not corrections, so the rebuilt task holds only the box and tracks the same masks."""
     _, size = media
-    rect = kit.rect("r1", 0, 30, 20, 40, 60, size)
-    first = kit.frames_task(142, "cup", N)
-    _predict(client, first, [rect])
-    kit.wait_job(client, 142, headers=AUTH)
+    first, rect = kit.tracked_box(client, 142, size)
     answer = _predict(client, first, [rect])
     prediction = _predict(client, first, None)
     draft = [rect] + kit.brushes(answer["result"])
