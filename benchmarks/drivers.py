@@ -112,11 +112,13 @@ class EngineDriver:
         return timed_frames(((r.frame, r.logits > 0) for r in self.engine.propagate(
             self.session, start=start, max_frames=max_frames, objects=objects)), self.frame_times)
 
+    # a click's timing includes every object's logits at video resolution, as sam2 returns them (the engine's
+    # FrameResult resizes lazily; the LS adapter resizes only the objects whose output changed)
     def correction_click(self, frame: int, obj: int, point) -> None:
-        self.engine.add_points(self.session, frame, obj, points=[point], labels=[1], clear_old_points=False)
+        self.engine.add_points(self.session, frame, obj, points=[point], labels=[1], clear_old_points=False).logits
 
     def new_object_click(self, frame: int, obj: int, box) -> None:
-        self.engine.add_points(self.session, frame, obj, box=box)
+        self.engine.add_points(self.session, frame, obj, box=box).logits
 
     def forget(self, obj: int) -> None:
         self.engine.remove_object(self.session, obj)

@@ -66,6 +66,7 @@ def run(model_dir: Path, frames_dir: Path, boxes: list, counts: list[int], threa
             t, c = time.perf_counter(), time.process_time()
             try:
                 result = next(gens[n])
+                result.logits  # every object's mask at video resolution, as a consumer gets it (resized lazily)
             except StopIteration:
                 del gens[n]
                 continue
