@@ -27,7 +27,7 @@ from collections.abc import Mapping
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from backend.ls.rle import MAX_MASK_PIXELS, check_mask_size, rle_to_mask
+from backend.ls.rle import check_mask_size, rle_to_mask
 
 logger = logging.getLogger(__name__)
 
@@ -83,4 +83,4 @@ def value_mask(value: Mapping, height: int, width: int, frame_size: tuple[int, i
     return mask
 
 
-__all__ = ["mask_to_data_url", "data_url_to_mask", "value_mask", "PREFIX", "MAX_MASK_PIXELS"]
+__all__ = ["mask_to_data_url", "data_url_to_mask", "value_mask", "PREFIX"]

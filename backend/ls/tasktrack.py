@@ -243,8 +243,8 @@ class TaskTracker:
         object (frames tasks / video tasks). `scope`: only one annotation's objects and prompts (an interactive
         answer goes to one annotator); None: every object (the task's prediction). `texts`: where brush results
         keep their JSON text between calls; with it they come as `rawjson.Fragment`s (the same dicts, plus the
-        text `/predict` splices in). `mask_format`: "rle" (value.rle) or "png" (value.maskDataURL), see
-        `results.brush_result`."""
+        text `/predict` splices in). `mask_format`: "rle" (value.rle) or "png" (value.maskDataURL, see
+        `results.with_data_url`)."""
         with self.lock:
             if isinstance(self.shape, FramesShape):
                 return self._brush_results(self.shape, scope, texts, mask_format)
@@ -285,7 +285,7 @@ class TaskTracker:
                 if cached.png is None:
                     mask = self.mask(obj, frame) if mask is None else mask
                     cached.png = with_data_url(cached.rle, mask)
-                res, digest = cached.png, cached.png_digest
+                res, digest = dict(cached.png, value=dict(cached.png["value"])), cached.png_digest
             else:
                 res = dict(cached.rle, value=dict(cached.rle["value"], rle=list(cached.rle["value"]["rle"])))
                 digest = cached.digest
