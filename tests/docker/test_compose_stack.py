@@ -137,7 +137,6 @@ def test_both_services_healthy_and_wired_as_compose_says(ci, stack):
     assert health_up(s.backend_url)["model"] == "sam2.1_hiera_tiny"
 
 
-
 def _wait_prediction(api: LSApi, task_id: int, ready, timeout: float = 180.0) -> dict:
     return wait_for(lambda: next((p for p in api.predictions(task_id) if ready(p)), None), timeout,
                     f"a matching prediction for task {task_id}", every_s=0.5)

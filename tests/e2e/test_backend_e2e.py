@@ -24,7 +24,6 @@ def frames_project(label_studio, backend, clips_dir):
     return p.project, p.ml, p.tasks, p.size
 
 
-
 def _wait_prediction(api, task_id: int, ready, timeout: float = 120.0) -> dict:
     end = time.monotonic() + timeout
     while time.monotonic() < end:

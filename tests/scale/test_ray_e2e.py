@@ -33,7 +33,6 @@ def _box(size, frame=0, rid="ray-box"):
     return kit.rect(rid, frame, 25, 25, 50, 50, size)
 
 
-
 def _job(front, task: int) -> dict:
     r = front.get(f"/jobs/{task}")
     assert r.status_code == 200, r.text
