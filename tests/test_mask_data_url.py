@@ -1,6 +1,7 @@
 """Brush masks as PNG data URLs (backend.ls.maskurl): exact both ways, decoded as the editor reads them, refused
 when malformed; a click's answer carries them (INTERACTIVE_MASK_FORMAT=png, the default) while stored predictions
-and batch answers stay RLE; a draft the editor autosaved with them rebuilds a task as accepted output."""
+and batch answers stay RLE; a draft the editor autosaved with them rebuilds a task, an edited data URL as a
+correction."""
 from __future__ import annotations
 
 import base64
@@ -115,25 +116,34 @@ def test_a_click_answers_data_urls_of_exactly_the_masks_stored_as_rle(app, clien
     assert all(np.array_equal(stored[k], want[k]) for k in want) and stored.keys() == want.keys()
 
 
-def test_a_draft_autosaved_with_data_urls_rebuilds_the_task_as_accepted_output(app, client, media):
+def test_a_draft_autosaved_with_data_urls_rebuilds_the_task_with_its_edited_mask(app, client, media):
     """After a restart (here: a new task of the same media), LS sends the annotator's draft as the editor autosaved
-    it, our masks still as data URLs (fast serialisation), and our RLE prediction: the draft's masks are our own
-    output, not corrections, so the rebuilt task holds only the box and tracks the same masks."""
+    it (fast serialisation): our masks still as data URLs, one of them edited in place (a Magic Wand edit replaces
+    the region's data URL), and our RLE prediction. The unchanged masks are our own output; the edited one is a
+    correction, read from its data URL (a parser that knew only RLE skipped it, and the rebuild lost the edit)."""
     _, size = media
     first, rect = kit.tracked_box(client, 142, size)
     answer = _predict(client, first, [rect])
     prediction = _predict(client, first, None)
-    draft = [rect] + kit.brushes(answer["result"])
-    assert any("maskDataURL" in r["value"] for r in draft)
+    ours = kit.brushes(answer["result"])
+    assert ours and all("maskDataURL" in r["value"] for r in ours)
+    k = 5
+    edited = np.zeros((size[1], size[0]), bool)
+    edited[10:70, 20:100] = True
+    draft = [rect] + [dict(r, value=dict(r["value"], maskDataURL=mask_to_data_url(edited))) if r["item_index"] == k
+                      else r for r in ours]
     again = kit.frames_task(143, "cup", N, drafts=[{"id": 9, "result": draft}],
                             predictions=[{"id": 5, "model_version": prediction["model_version"],
                                           "result": prediction["result"]}])
     _predict(client, again, [rect])
     ledger = app.config["SERVICE"].sessions.peek(143).tracker.ledger
-    assert sorted(e.kind for e in ledger.entries.values()) == ["box"], ledger.entries
+    kinds = sorted((e.kind, e.frame) for e in ledger.entries.values())
+    assert kinds == [("box", 0), ("mask", k)], ledger.entries
+    assert np.array_equal(next(e.mask for e in ledger.entries.values() if e.kind == "mask"), edited)
     kit.wait_job(client, 143, headers=AUTH)
-    rebuilt, want = kit.masks_of(_predict(client, again, None)["result"]), kit.masks_of(prediction["result"])
-    assert rebuilt.keys() == want.keys() and all(np.array_equal(rebuilt[k], want[k]) for k in want)
+    rebuilt, want = kit.masks_by_frame(_predict(client, again, None)["result"]), kit.masks_of(prediction["result"])
+    assert np.array_equal(rebuilt[k], edited)
+    assert all(np.array_equal(rebuilt[f], m) for (_, f), m in want.items() if f < k)  # before the edit: unchanged
 
 
 def test_rle_of_a_data_url_mask_round_trips_through_rle_to_mask():
