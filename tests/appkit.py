@@ -92,8 +92,7 @@ def masks_of(results: list[dict]) -> dict[tuple[str, int], np.ndarray]:
 
 def masks_by_frame(results: list[dict]) -> dict[int, np.ndarray]:
     """item_index -> bool mask of every brush result (one object's results), whichever form its mask came in."""
-    return {r["item_index"]: value_mask(r["value"], r["original_height"], r["original_width"])
-            for r in results if r["type"] == "brushlabels"}
+    return {frame: mask for (_, frame), mask in masks_of(results).items()}
 
 
 def as_saved(results: list[dict]) -> list[dict]:

@@ -3,8 +3,8 @@
 An annotator's path through the UI: Auto-Annotation on, the smart Key Point tool with label "Car", one click on frame 1
 of a 24-frame `<Image valueList>` task; LS calls the backend through /api/ml/{id}/interactive-annotating, and the
 brush regions it returns (masks as PNG data URLs, the default) must be listed and drawn on frame 1 and on frame K
-(reached with the image pager), then be submitted with `item_index` per frame, as RLE of exactly our masks. Needs node, tests/browser/node_modules and Chromium:
-`bash scripts/install_browser.sh`. Screenshots and the script's JSON summary go to artifacts/browser/.
+(reached with the image pager), then be submitted with `item_index` per frame, as RLE of exactly our masks. Needs
+node, tests/browser/node_modules and Chromium: `bash scripts/install_browser.sh`. Screenshots and the script's JSON summary go to artifacts/browser/.
 """
 from __future__ import annotations
 

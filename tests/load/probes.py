@@ -109,9 +109,10 @@ def breakdown(side: list[tuple[float, float, float, float]]) -> str:
             f"thread waiting for a CPU {part(3):.1f} ms)")
 
 
-def canvas_pixels(value: dict) -> int | None:
+def canvas_pixels(value: dict) -> float | None:
     """Pixels of the canvas a brush mask was drawn on, from its header alone (nothing decoded): an RLE's value count
-    is width * height * 4, a PNG data URL's IHDR holds width and height; None if it is neither."""
+    is width * height * 4 (a count that is not a multiple of 4 gives a fraction, never a whole canvas), a PNG data
+    URL's IHDR holds width and height; None if it is neither."""
     if value.get("rle") is not None:
         return int.from_bytes(bytes(value["rle"][:4]), "big") / 4
     url = value.get("maskDataURL")
